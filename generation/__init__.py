@@ -1,0 +1,1 @@
+"""Diffusion decoder: image generation, editing and segmentation conditioned on the thinker."""

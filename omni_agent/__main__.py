@@ -1,0 +1,3 @@
+from omni_agent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per ``omni-agent`` subcommand; see ``omni_agent.cli``."""

@@ -1,0 +1,175 @@
+"""One settings object for the whole runtime.
+
+Precedence, highest first: command-line flags, environment (``OMNI_AGENT_*``, nested fields joined
+by a double underscore: ``OMNI_AGENT_SERVER__PORT=9000``), a TOML file (``--config`` or
+``OMNI_AGENT_CONFIG``), then the defaults below. Everything is validated once, here, at the edge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "OMNI_AGENT_"
+ENV_NESTING = "__"
+
+
+class SettingsError(ValueError):
+    """A configuration problem, phrased for a one-line CLI error."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(_Section):
+    preset: Literal["tiny", "ming-lite-omni-1.5"] = "tiny"
+    """Architecture preset used when no checkpoint path is given."""
+    path: str | None = None
+    """Checkpoint folder in Ming's layout (config.json + safetensors); overrides the preset."""
+    device: str = "cpu"
+    """Torch device: ``cpu``, ``cuda`` or ``cuda:N``."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weight and activation dtype."""
+    seed: int = 0
+    """Seed for the random weights of presets without a checkpoint."""
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    """Interface to bind; the default serves this machine only."""
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port for HTTP and the realtime websocket (0 picks a free port)."""
+    api_key: str | None = None
+    """When set, every request must carry ``Authorization: Bearer <key>``."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Origin allow-list for browser clients; empty allows any origin."""
+
+
+class EngineSettings(_Section):
+    max_batch_size: int = Field(32, ge=1)
+    """Most requests decoded together in one step."""
+    kv_cache_mb: int = Field(512, ge=1)
+    """Memory budget for the KV cache (running requests plus reusable prefixes)."""
+    max_model_len: int = Field(8192, ge=16)
+    """Longest prompt plus completion, in tokens."""
+    default_max_tokens: int = Field(256, ge=1)
+    """Completion length when a request does not say."""
+
+
+class RealtimeSettings(_Section):
+    max_event_bytes: int = Field(15 * 2**20, ge=1024)
+    """Largest client event accepted (OpenAI's limit is 15 MiB)."""
+    max_buffered_audio_s: float = Field(120.0, gt=0)
+    """Most uncommitted input audio kept per session."""
+    max_events_per_s: float = Field(400.0, gt=0)
+    """Per-session client event rate limit (token bucket)."""
+    max_outbound_queue: int = Field(512, ge=8)
+    """Server events queued for a slow client before the session is closed."""
+
+
+class AgentSettings(_Section):
+    max_steps: int = Field(8, ge=1)
+    """Most think/tool rounds in one response."""
+    checkpoint_db: str = "omni-agent-sessions.sqlite"
+    """SQLite file for the agent graph's checkpoints (sessions survive restarts)."""
+    tool_timeout_s: float = Field(300.0, gt=0)
+    """A tool call that runs longer is reported to the model as failed."""
+
+
+class Settings(_Section):
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Logging level for the runtime's own messages (stderr)."""
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    for key in path[:-1]:
+        node = tree.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise SettingsError(f"invalid setting {'.'.join(path)}: {key} is not a section")
+        tree = node
+    tree[path[-1]] = value
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Settings from ``OMNI_AGENT_*`` variables, and which variable set each dotted field."""
+    layer: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split(ENV_NESTING)]
+        value: Any = raw
+        if raw[:1] in "[{":  # lists (allowed_origins) come as JSON
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                pass
+        _set_path(layer, path, value)
+        origin[".".join(path)] = name
+    return layer, origin
+
+
+def _file_layer(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Build the settings from flags (dotted keys: ``{"server.port": 9000}``), env, file, defaults.
+
+    Raises:
+        SettingsError: with one line naming the offending field and where its value came from.
+    """
+    env = os.environ if env is None else env
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG")
+    layers: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if config_file:
+        file_layer = _file_layer(Path(config_file))
+        layers = _merge(layers, file_layer)
+    env_layer, env_origin = _env_layer(env)
+    layers = _merge(layers, env_layer)
+    origin.update(env_origin)
+    flag_layer: dict[str, Any] = {}
+    for dotted, value in (flags or {}).items():
+        _set_path(flag_layer, dotted.split("."), value)
+        origin[dotted] = "--" + dotted.split(".")[-1].replace("_", "-")
+    layers = _merge(layers, flag_layer)
+    try:
+        return Settings.model_validate(layers)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        source = origin.get(field) or (f"config file {config_file}" if config_file else "defaults")
+        raise SettingsError(f"invalid setting {field}: {err['msg']} (from {source})") from None

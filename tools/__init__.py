@@ -1,0 +1,1 @@
+"""Agent tools: Android GUI automation and image tools."""

@@ -228,15 +228,17 @@ class OmniProcessor:
                 raise ImageError(f"message {msg_index}: video has no frames")
             pv, grid = preprocess_frames(frames, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
             n = int(grid.prod()) // self.merge**2
-            stamps = list(getattr(clip, "timestamps", None) or [])
-            if len(stamps) >= 2 and stamps[-1] > stamps[0]:  # sampled frame spacing, not the source fps
-                fps = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-            else:
-                fps = float(getattr(clip, "fps", 0) or 2.0)
+            spg = getattr(clip, "second_per_grid", None)  # a VideoClip knows its group spacing exactly
+            if spg is None:
+                stamps = list(getattr(clip, "timestamps", None) or [])
+                if len(stamps) >= 2 and stamps[-1] > stamps[0]:  # sampled frame spacing, not the source fps
+                    fps = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+                else:
+                    fps = float(getattr(clip, "fps", 0) or 2.0)
+                spg = self.config.vision.temporal_patch_size / fps
             h = getattr(clip, "content_hash", None) or content_hash(
                 "video", *(np.ascontiguousarray(f).tobytes() for f in frames))
-            item = MMItem("video", 0, n, h, pixel_values=pv, grid_thw=grid,
-                          second_per_grid=self.config.vision.temporal_patch_size / fps)
+            item = MMItem("video", 0, n, h, pixel_values=pv, grid_thw=grid, second_per_grid=float(spg))
             b.media([self.ids[VIDEO_START]], item, self.ids[IMAGE_PATCH], [self.ids[VIDEO_END], *self._newline])
         elif kind == "audio":
             wave = np.asarray(part.get("audio"), dtype=np.float32).reshape(-1)

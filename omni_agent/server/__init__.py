@@ -1,1 +1,1 @@
-"""server"""
+"""The OpenAI-compatible HTTP server (``create_app``) and the routers other parts mount on it."""

@@ -1,0 +1,62 @@
+"""``omni-agent serve``: the engine plus the OpenAI-compatible HTTP API (and mounted routers) on uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from omni_agent.cli import add_setting_flag
+from omni_agent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = subparsers.add_parser("serve", parents=[common], help="serve the model over HTTP (OpenAI API) and websockets",
+                              description="Start the engine and the OpenAI-compatible server.")
+    add_setting_flag(p, "--host", "server.host", metavar="HOST", help="interface to bind (default 127.0.0.1)")
+    add_setting_flag(p, "--port", "server.port", type=int, metavar="PORT", help="TCP port (default 8000; 0 picks a free one)")
+    add_setting_flag(p, "--api-key", "server.api_key", metavar="KEY",
+                     help="require Authorization: Bearer KEY on every request")
+    p.set_defaults(func=run)
+
+
+def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
+    """Engine + app with every router mounted. The one place other parts plug their routes in."""
+    from omni_agent.engine import AsyncEngine
+    from omni_agent.server.app import create_app
+
+    engine = AsyncEngine.from_settings(settings)
+    extra_routers = []
+    # Mount points for the other parts' routers (realtime websocket, /v1/files): each is optional so
+    # that the server runs while a part is not there yet.
+    file_resolver = None
+    try:
+        from omni_agent.server import files
+
+        extra_routers.append(files.files_router(settings))
+        file_resolver = getattr(files, "resolve_file", None)
+    except (ImportError, AttributeError) as e:
+        log.debug("files router not mounted: %s", e)
+    try:
+        from audio.tts import StreamingTTS
+        from omni_agent.realtime.routes import realtime_router
+
+        tts = StreamingTTS.build(settings, seed=settings.model.seed)
+        extra_routers.append(realtime_router(settings, engine, tts, None))
+    except (ImportError, AttributeError, TypeError) as e:
+        log.debug("realtime router not mounted: %s", e)
+    return create_app(settings, engine, extra_routers=extra_routers, file_resolver=file_resolver)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    app = build_app(settings)
+    log.info("serving %s on http://%s:%d", settings.model.path or settings.model.preset,
+             settings.server.host, settings.server.port)
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port,
+                log_level=settings.log_level,
+                # headroom over the event limit, so an oversize event gets an error event, not a 1009 close
+                ws_max_size=settings.realtime.max_event_bytes + 2**20)
+    return 0

@@ -1,0 +1,67 @@
+"""Token sampling for a batch of requests with per-request parameters.
+
+Rows are independent: each request's repetition penalty, temperature, top-k/top-p and grammar mask
+apply to its row only, and a seeded request draws from its own ``torch.Generator`` so its tokens
+do not depend on what else happens to be batched with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from omni_agent.engine.request import RequestState
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> None:
+    """CTRL-style penalty in place on one row: positive logits divided, negative multiplied."""
+    vals = logits[seen]
+    logits[seen] = torch.where(vals > 0, vals / penalty, vals * penalty)
+
+
+def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask (to -inf) everything outside the top-k and the top-p nucleus of one row ``[V]``."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the mass *before* it already reaches top_p (the top token always stays)
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, states: Sequence[RequestState]) -> list[int]:
+    """Pick one token per row.
+
+    Args:
+        logits: ``[B, V]`` float logits (grammar masks already applied).
+        states: the requests, row by row.
+
+    Returns:
+        One token id per row.
+    """
+    logits = logits.float()
+    if all(s.request.sampling.greedy and s.request.sampling.repetition_penalty == 1.0 for s in states):
+        return logits.argmax(-1).tolist()  # the common batched greedy case, no per-row work
+    out: list[int] = []
+    for row, s in zip(logits, states, strict=True):
+        sp = s.request.sampling
+        if sp.repetition_penalty != 1.0:
+            prompt_ids = s.request.prompt.input_ids.to(row.device)
+            seen = torch.cat([prompt_ids, torch.tensor(s.output_ids, dtype=torch.long, device=row.device)])
+            row = row.clone()
+            apply_repetition_penalty(row, seen.unique(), sp.repetition_penalty)
+        if sp.greedy:
+            out.append(int(row.argmax()))
+            continue
+        row = filter_top_k_top_p(row / sp.temperature, sp.top_k, sp.top_p)
+        if not torch.isfinite(row).any():  # nothing allowed (cannot happen with a sane grammar)
+            out.append(int(row.argmax()))
+            continue
+        probs = row.softmax(-1)
+        out.append(int(torch.multinomial(probs, 1, generator=s.generator)))
+    return out

@@ -1,0 +1,159 @@
+"""Streaming TTS: every sentence streams, stream == synthesize, cancel, errors, CLI and bench."""
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+
+from audio.talker import TalkerError
+from audio.tts import StreamingTTS
+
+TEXT = "This is the first sentence of our test. 然后我们说一句中文，好不好？"
+
+
+@pytest.fixture(scope="module")
+def tts():
+    return StreamingTTS.build(seed=0)
+
+
+async def deltas(text, step=4, delay=0.0):
+    for i in range(0, len(text), step):
+        yield text[i:i + step]
+        await asyncio.sleep(delay)
+
+
+async def collect(agen):
+    return [c async for c in agen]
+
+
+def test_every_sentence_streams_and_equals_offline(tts):
+    assert tts.sample_rate == 24000
+    chunks = asyncio.run(collect(tts.stream(deltas(TEXT))))
+    idx = [c.sentence_index for c in chunks]
+    assert idx == sorted(idx) and set(idx) == {0, 1}
+    for i in range(2):  # sentences long enough for two decoder blocks arrive in several chunks
+        assert idx.count(i) >= 2, idx
+    assert all(c.pcm.dtype == np.float32 and c.pcm.ndim == 1 for c in chunks)
+    streamed = np.concatenate([c.pcm for c in chunks])
+    offline = tts.synthesize(TEXT)
+    assert streamed.shape == offline.shape
+    assert np.abs(streamed - offline).max() < 1e-5
+
+
+def test_cancel_mid_stream_stops_within_one_chunk(tts):
+    async def run():
+        cancel = asyncio.Event()
+        got = []
+        async for chunk in tts.stream(deltas(TEXT * 3), cancel=cancel):
+            got.append(chunk)
+            if len(got) == 2:
+                cancel.set()
+        return got
+
+    got = asyncio.run(run())
+    assert len(got) == 2  # nothing after the cancel
+
+
+def test_cancel_while_waiting_for_text(tts):
+    async def run():
+        cancel = asyncio.Event()
+
+        async def slow_text():
+            yield "Hi"
+            await asyncio.sleep(3600)  # the thinker stalls
+
+        async def stopper():
+            await asyncio.sleep(0.2)
+            cancel.set()
+
+        task = asyncio.create_task(stopper())
+        out = await asyncio.wait_for(collect(tts.stream(slow_text(), cancel=cancel)), timeout=30)
+        await task
+        return out
+
+    assert asyncio.run(run()) == []
+
+
+def test_hidden_states_condition_the_speech(tts):
+    d = tts.talker.config.thinker_hidden_size
+    text = "Short test sentence for hidden states here."
+
+    async def hidden():
+        yield torch.randn(5, d, generator=torch.Generator().manual_seed(0))
+
+    plain = np.concatenate([c.pcm for c in asyncio.run(collect(tts.stream(deltas(text))))])
+    cond = np.concatenate([c.pcm for c in asyncio.run(collect(tts.stream(deltas(text), hidden=hidden())))])
+    assert plain.shape != cond.shape or not np.allclose(plain, cond)
+
+
+def test_empty_and_bad_inputs(tts):
+    assert asyncio.run(collect(tts.stream(deltas("")))) == []
+    assert asyncio.run(collect(tts.stream(deltas("   ...")))) == []
+    with pytest.raises(TalkerError, match="nothing to speak"):
+        tts.synthesize("")
+
+    async def bad_hidden():
+        yield torch.zeros(2, 3)
+
+    with pytest.raises(TalkerError, match="thinker states"):
+        asyncio.run(collect(tts.stream(deltas("One two three four five six seven eight nine ten eleven twelve."),
+                                       hidden=bad_hidden())))
+
+
+def test_cli_tts_writes_wav(tmp_path):
+    import soundfile as sf
+
+    from omni_agent.cli import main
+
+    out = tmp_path / "a.wav"
+    assert main(["tts", "Hello world, this is a test.", "-o", str(out)]) == 0
+    wave, sr = sf.read(out)
+    assert sr == 24000 and len(wave) > 24000 * 0.3
+    out2 = tmp_path / "b.wav"
+    assert main(["tts", "你好，世界。", "-o", str(out2), "--codes-from-text", "--lang", "cmn"]) == 0
+    wave, sr = sf.read(out2)
+    assert sr == 24000 and np.abs(wave).max() > 0.05
+
+
+def test_bench_quick_smoke(tmp_path, monkeypatch):
+    from omni_agent.bench import BenchContext, registry
+    from omni_agent.settings import Settings
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    result = registry()["speech"].fn(BenchContext(settings=Settings(), quick=True, options={"minutes": "0.15"}))
+    for key in ("codes_hz", "bpe_tokens_hz", "bpe_rate_reduction", "roundtrip_exact", "detok_rtf", "first_chunk_ms"):
+        assert key in result
+    assert 49 < result["codes_hz"] < 51
+    assert result["bpe_tokens_hz"] < result["codes_hz"]
+    assert result["roundtrip_exact"] is True
+    assert result["detok_rtf"] > 0 and result["first_chunk_ms"] > 0
+    assert list(tmp_path.glob("omni-agent/speech-bench/*.npz"))  # the held-out speech is cached
+
+
+def test_text_source_error_propagates(tts):
+    async def broken():
+        yield "Hello"
+        raise RuntimeError("thinker failed")
+
+    with pytest.raises(RuntimeError, match="thinker failed"):
+        asyncio.run(collect(tts.stream(broken())))
+
+
+def test_build_matches_the_thinker_width(tts):
+    from omni_agent.model.config import ThinkerConfig
+
+    assert tts.talker.config.thinker_hidden_size == ThinkerConfig.preset("tiny").hidden_size
+
+
+@pytest.mark.slow
+def test_bench_full_meets_targets():
+    """The reported figures: >= 5 min held-out speech, BPE -35% or better, detokenizer RTF < 0.3."""
+    from omni_agent.bench import BenchContext, registry
+    from omni_agent.settings import Settings
+
+    result = registry()["speech"].fn(BenchContext(settings=Settings()))
+    assert result["heldout_minutes"] >= 5.0
+    assert result["bpe_rate_reduction"] >= 0.35
+    assert result["detok_rtf"] < 0.3
+    assert result["roundtrip_exact"] is True

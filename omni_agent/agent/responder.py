@@ -1,0 +1,400 @@
+"""``AgentResponder``: every realtime and HTTP response produced by the agent graph.
+
+It implements the realtime ``Responder`` protocol (``respond(conversation, options, cancel)``):
+
+1. the session id (LangGraph ``thread_id``) comes from ``options.metadata["session_id"]`` (else the
+   first item's id, else a fresh id for a stateless HTTP request);
+2. conversation items the graph has not seen become messages (user audio and images go to the
+   artifact store and are referenced by id); the graph's own earlier outputs, echoed back by the
+   session as items, are recognised (function calls by ``call_id``, text by content) and only
+   linked; a truncated assistant item (barge-in) shortens the stored answer;
+3. a ``function_call_output`` whose ``call_id`` is a pending confirmation is the user's yes/no
+   (``"yes"``/``"no"`` or ``{"approved": bool}``) and resumes the paused run; any other new input
+   while a confirmation is pending denies it ("the user moved on") and carries on;
+4. the graph's stream becomes response frames: ``TextDelta``/``AudioDelta`` (think, speak),
+   ``FunctionCallDelta``/``FunctionCallDone`` for the client's own tools (declared in
+   ``session.update``; the turn then ends and the client answers with ``function_call_output``),
+   ``ToolProgress`` for server-side tools (diffusion steps, GUI actions), ``Artifact`` (URL
+   ``/v1/artifacts/{id}``), ``ConfirmationRequest``, and a last ``ResponseFinished``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+
+from omni_agent.agent.artifacts import ArtifactStore
+from omni_agent.agent.graph import RunContext, build_graph
+from omni_agent.agent.media import store_audio
+from omni_agent.agent.runner import AgentRunner
+from omni_agent.agent.tools import Tool, client_tools
+from omni_agent.realtime.responder import (
+    Artifact,
+    AudioDelta,
+    ConfirmationRequest,
+    Conversation,
+    FunctionCallDelta,
+    FunctionCallDone,
+    ResponseEvent,
+    ResponseFinished,
+    ResponseOptions,
+    TextDelta,
+    ToolProgress,
+    Usage,
+)
+
+_YES = {"yes", "y", "ok", "okay", "approve", "approved", "confirm", "confirmed", "true", "allow", "go ahead"}
+MOVED_ON = "the user said something else instead of answering"
+
+
+def parse_approval(output: str) -> bool:
+    """A confirmation reply: ``{"approved": true}`` / ``{"confirmed": true}`` or a yes-like word."""
+    text = (output or "").strip()
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, ValueError):
+        data = text
+    if isinstance(data, dict):
+        return bool(data.get("approved", data.get("confirmed", data.get("approve", False))))
+    if isinstance(data, bool):
+        return data
+    return str(data).strip().strip(".!").lower() in _YES
+
+
+def session_id_of(conversation: Conversation, options: ResponseOptions) -> tuple[str, bool]:
+    """(thread id, persistent?) for a response."""
+    sid = getattr(options, "session_id", None) or (options.metadata or {}).get("session_id")
+    if sid:
+        return str(sid), True
+    if conversation.items:
+        return "conv_" + str(conversation.items[0].get("id")), True
+    return "http_" + uuid.uuid4().hex, False
+
+
+def _item_text(item: dict[str, Any]) -> str:
+    out = []
+    for p in item.get("content") or []:
+        if p.get("type") in ("input_text", "output_text", "text"):
+            out.append(p.get("text") or "")
+        elif p.get("type") in ("input_audio", "output_audio", "audio") and p.get("transcript"):
+            out.append(p["transcript"])
+    return "".join(out)
+
+
+def _align(conversation: Conversation) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """Pair each item with its chat message (for the audio samples that items leave out)."""
+    msgs = list(conversation.messages)
+    if any("item_id" in m for m in msgs):
+        by_id = {m["item_id"]: m for m in msgs if "item_id" in m}
+        return [(it, by_id.get(it.get("id"))) for it in conversation.items]
+    j = 1 if msgs and msgs[0].get("role") == "system" and not (
+        conversation.items and conversation.items[0].get("role") == "system") else 0
+    out = []
+    for it in conversation.items:
+        role = {"function_call": "assistant", "function_call_output": "user"}.get(it.get("type"), it.get("role"))
+        if j < len(msgs) and msgs[j].get("role") == role:
+            out.append((it, msgs[j]))
+            j += 1
+        else:
+            out.append((it, None))
+    return out
+
+
+class AgentResponder:
+    """The agent graph behind the realtime ``Responder`` protocol.
+
+    Args:
+        runner: An :class:`AgentRunner` over a graph compiled with a checkpointer.
+        artifacts: Where user media and tool outputs are stored (served by ``artifacts_router``).
+        instructions: Default system instructions when the conversation has none.
+    """
+
+    def __init__(self, runner: AgentRunner, artifacts: ArtifactStore, *, instructions: str | None = None):
+        self.runner = runner
+        self.artifacts = artifacts
+        self.instructions = instructions
+        self._closers: list[Any] = []
+        self._opener: Any = None
+        self._open_lock = asyncio.Lock()
+
+    # --- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, settings: Any, engine: Any, tts: Any = None, *, tools: list[Tool] | None = None,
+              image_tools: bool = True, artifacts: ArtifactStore | None = None) -> AgentResponder:
+        """The server's default responder, built synchronously (for ``build_app``).
+
+        The SQLite checkpointer is opened on the first response, inside the serving event loop.
+
+        Args:
+            settings: The runtime ``Settings`` (``agent.max_steps``, ``agent.checkpoint_db``, ...).
+            engine: The ``AsyncEngine``.
+            tts: ``audio.tts.StreamingTTS`` for spoken answers (None: text only).
+            tools: Extra server-side tools.
+            image_tools: Add generate/edit/segment (the diffusion decoder is built on first use).
+            artifacts: The artifact store (default: a folder next to the checkpoint database).
+        """
+        from omni_agent.agent.engine_model import EngineChatModel
+        from omni_agent.agent.image_tools import ImageTools
+        from omni_agent.agent.persistence import close_checkpointer, open_checkpointer
+
+        a = settings.agent
+        db = Path(a.checkpoint_db)
+        artifacts = artifacts or ArtifactStore(db.parent / (db.stem + "-artifacts"))
+        all_tools = list(tools or [])
+        if image_tools:
+            all_tools += ImageTools.lazy(engine, artifacts, preset=settings.model.preset).tools()
+        model = EngineChatModel(engine, artifacts=artifacts, max_tokens=settings.engine.default_max_tokens)
+        self = cls(None, artifacts)  # type: ignore[arg-type]
+
+        async def open_() -> None:
+            saver = await open_checkpointer(db)
+            graph = build_graph(model, all_tools, saver, max_steps=a.max_steps, tool_timeout_s=a.tool_timeout_s,
+                                tts=tts, artifacts=artifacts)
+            self.runner = AgentRunner(graph, max_steps=a.max_steps)
+            self._closers.append(lambda: close_checkpointer(saver))
+
+        self._opener = open_
+        return self
+
+    @classmethod
+    async def from_settings(cls, settings: Any, engine: Any, tts: Any = None, **kwargs: Any) -> AgentResponder:
+        """Like :meth:`build`, with the checkpoint database opened now (in the running loop)."""
+        self = cls.build(settings, engine, tts, **kwargs)
+        await self._ensure()
+        return self
+
+    async def _ensure(self) -> None:
+        if self._opener is not None:
+            async with self._open_lock:
+                if self._opener is not None:
+                    opener, self._opener = self._opener, None
+                    await opener()
+
+    async def aclose(self) -> None:
+        """Close the checkpoint database (server shutdown)."""
+        for close in self._closers:
+            await close()
+        self._closers.clear()
+
+    # --- conversation -> new messages -----------------------------------------------------------
+
+    def _user_message(self, item: dict[str, Any], msg: dict[str, Any] | None) -> HumanMessage | SystemMessage:
+        iid = item.get("id")
+        text = _item_text(item)
+        if item.get("role") == "system":
+            return SystemMessage(content=text, id=iid)
+        parts: list[dict[str, Any]] = []
+        content = msg.get("content") if msg else None
+        if isinstance(content, list):
+            for p in content:
+                if p.get("type") == "audio" and p.get("audio") is not None:
+                    parts.append({"type": "audio", "artifact_id": store_audio(self.artifacts, p["audio"])})
+                elif p.get("type") == "image" and p.get("image") is not None:
+                    ref = self.artifacts.put_image(p["image"], kind="input")
+                    parts.append({"type": "image", "artifact_id": ref.id})
+                    parts.append({"type": "text", "text": f"[image id: {ref.id}]"})
+        if parts:
+            if not any(p["type"] == "audio" for p in parts) and text:
+                parts.append({"type": "text", "text": text})
+            return HumanMessage(content=parts, id=iid, additional_kwargs={"transcript": text} if text else {})
+        return HumanMessage(content=text, id=iid)
+
+    def _from_items(self, conversation: Conversation, values: dict[str, Any], pending_calls: set[str]
+                    ) -> tuple[list[AnyMessage], dict[str, str], list[tuple[str, str]]]:
+        msgs = values.get("messages", [])
+        known = {m.id for m in msgs} | set(values.get("items", {}))
+        linked = set(values.get("items", {}).values())
+        calls = {c["id"] for m in msgs if isinstance(m, AIMessage) for c in m.tool_calls}
+        answered = {m.tool_call_id for m in msgs if isinstance(m, ToolMessage)}
+        ours = [m for m in msgs if isinstance(m, AIMessage) and not m.tool_calls and isinstance(m.content, str)
+                and m.content and m.id not in linked]
+        new: list[AnyMessage] = []
+        links: dict[str, str] = {}
+        replies: list[tuple[str, str]] = []
+        for item, msg in _align(conversation):
+            iid, kind = item.get("id"), item.get("type")
+            if iid in known:
+                continue
+            if kind == "function_call":
+                cid = item.get("call_id")
+                if cid in calls:
+                    links[iid] = f"call:{cid}"
+                    continue
+                try:
+                    args = json.loads(item.get("arguments") or "{}")
+                except json.JSONDecodeError:
+                    args = {"_raw": item.get("arguments")}
+                new.append(AIMessage(content="", id=iid, tool_calls=[{"id": cid, "name": item.get("name"),
+                                                                       "args": args}]))
+            elif kind == "function_call_output":
+                cid = item.get("call_id")
+                if cid in pending_calls:
+                    replies.append((cid, item.get("output") or ""))
+                    links[iid] = "reply"
+                elif cid in answered:
+                    links[iid] = f"call:{cid}"
+                else:
+                    new.append(ToolMessage(content=item.get("output") or "", tool_call_id=cid, id=iid))
+            elif item.get("role") == "assistant":
+                text = _item_text(item)
+                match = next((m for m in ours if m.content == text or (text and m.content.startswith(text))), None)
+                if match is not None:
+                    ours.remove(match)
+                    links[iid] = match.id
+                    if text != match.content:  # barge-in: keep only what the user heard
+                        new.append(AIMessage(content=text, id=match.id))
+                    continue
+                new.append(AIMessage(content=text, id=iid))
+            else:
+                new.append(self._user_message(item, msg))
+        return new, links, replies
+
+    def _from_chat(self, conversation: Conversation, persistent: bool, values: dict[str, Any]) -> list[AnyMessage]:
+        """HTTP chat: the request carries the history; a known session only adds what follows our last answer."""
+        msgs = list(conversation.messages)
+        if persistent and values.get("messages"):
+            last = max((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), default=-1)
+            msgs = msgs[last + 1:]
+        out: list[AnyMessage] = []
+        for m in msgs:
+            item = {"role": m.get("role"), "content": []}
+            content = m.get("content")
+            if isinstance(content, str):
+                item["content"] = [{"type": "input_text", "text": content}]
+            else:
+                item["content"] = [{"type": "input_text", "text": p.get("text", "")} for p in content or []
+                                   if p.get("type") == "text"]
+            if m.get("role") == "assistant":
+                out.append(AIMessage(content=_item_text(item)))
+            elif m.get("role") == "tool":
+                out.append(ToolMessage(content=str(content), tool_call_id=m.get("tool_call_id", "")))
+            else:
+                item["id"] = None
+                out.append(self._user_message(item, m))
+        return out
+
+    # --- respond ------------------------------------------------------------------------------
+
+    async def respond(self, conversation: Conversation, options: ResponseOptions, cancel: asyncio.Event
+                      ) -> AsyncIterator[ResponseEvent]:
+        """Run the graph for one response (see the module docstring)."""
+        t0 = time.perf_counter()
+        await self._ensure()
+        sid, persistent = session_id_of(conversation, options)
+        declared = client_tools(options.tools or [])
+        ctx = RunContext(cancel=cancel, modalities=tuple(options.modalities), voice=options.voice,
+                         tool_choice=options.tool_choice or "auto", client_tools=declared,
+                         instructions=self._instructions(conversation), temperature=options.temperature,
+                         max_output_tokens=options.max_output_tokens)
+        try:
+            values, pending = await self.runner.snapshot(sid) if persistent else ({}, [])
+            pending_calls = {p["call_id"] for p in pending}
+            if conversation.items:
+                new, links, replies = self._from_items(conversation, values, pending_calls)
+            else:
+                new, links, replies = self._from_chat(conversation, persistent, values), {}, []
+            # The instructions travel in the run context, not as messages.
+            new = [m for m in new if not isinstance(m, SystemMessage)]
+            if pending and replies:
+                stream = self.runner.resolve(sid, parse_approval(replies[-1][1]), ctx,
+                                             update={"messages": new, "items": links} if new or links else None)
+            elif pending and new:
+                stream = self.runner.resolve(sid, False, ctx, reason=MOVED_ON,
+                                             update={"messages": new, "items": links})
+            else:
+                stream = self.runner.turn(sid, new, ctx, items=links)
+        except Exception as e:  # a bad conversation fails this response, not the session
+            yield ResponseFinished("failed", f"{type(e).__name__}: {e}", Usage(), {})
+            return
+        async for ev in self._frames(stream, ctx, cancel, t0):
+            yield ev
+
+    def _instructions(self, conversation: Conversation) -> str | None:
+        msgs = conversation.messages
+        if msgs and msgs[0].get("role") == "system" and isinstance(msgs[0].get("content"), str):
+            return msgs[0]["content"]
+        return self.instructions
+
+    async def _frames(self, stream: AsyncIterator[dict[str, Any]], ctx: RunContext, cancel: asyncio.Event,
+                      t0: float) -> AsyncIterator[ResponseEvent]:
+        client = {t.name for t in ctx.client_tools}
+        latency: dict[str, float] = {}
+        queue: asyncio.Queue = asyncio.Queue()
+        done = object()
+
+        async def pump() -> None:
+            try:
+                async for ev in stream:
+                    await queue.put(ev)
+            except Exception as e:  # reported as a failed response
+                await queue.put({"type": "error", "error": f"{type(e).__name__}: {e}"})
+            finally:
+                await queue.put(done)
+
+        task = asyncio.create_task(pump())
+        stop = asyncio.create_task(cancel.wait())
+        finished: dict[str, Any] | None = None
+        error: str | None = None
+        try:
+            while True:
+                get = asyncio.create_task(queue.get())
+                await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():  # cancelled (barge-in, response.cancel): stop the graph now
+                    get.cancel()
+                    break
+                ev = get.result()
+                if ev is done:
+                    break
+                kind = ev["type"]
+                if kind in ("text", "args") and "ttft_ms" not in latency:
+                    latency["ttft_ms"] = (time.perf_counter() - t0) * 1000
+                if kind == "text":
+                    yield TextDelta(ev["delta"])
+                elif kind == "audio":
+                    latency.setdefault("first_audio_ms", (time.perf_counter() - t0) * 1000)
+                    yield AudioDelta(ev["pcm"], ev.get("sample_rate", 24000), ev.get("text", ""))
+                elif kind == "args" and ev["name"] in client:
+                    yield FunctionCallDelta(ev["call_id"], ev["name"], ev["delta"])
+                elif kind == "call_done":
+                    if ev["name"] in client:
+                        yield FunctionCallDone(ev["call_id"], ev["name"], json.dumps(ev["arguments"]))
+                    else:
+                        yield ToolProgress(ev["call_id"], f"calling {ev['name']}", 0.0)
+                elif kind == "progress":
+                    yield ToolProgress(ev["call_id"], ev.get("message") or f"{ev['name']} running",
+                                       ev.get("fraction"))
+                elif kind == "tool_result":
+                    status = "denied" if ev.get("denied") else "failed" if ev["is_error"] else "done"
+                    yield ToolProgress(ev["call_id"], f"{ev['name']} {status}", 1.0)
+                elif kind == "artifact":
+                    yield Artifact(kind=ev.get("kind", "image"), mime_type=ev["mime"], uri=ev["url"],
+                                   name=ev["id"], call_id=ev.get("call_id"))
+                elif kind == "confirmation":
+                    action = f"{ev['tool']}({json.dumps(ev['arguments'], ensure_ascii=False)})"
+                    yield ConfirmationRequest(ev["call_id"], action, ev["reason"])
+                elif kind == "finished":
+                    finished = ev
+                elif kind == "error":
+                    error = ev["error"]
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        latency["total_ms"] = (time.perf_counter() - t0) * 1000
+        if error is not None:
+            yield ResponseFinished("failed", error, Usage(), latency)
+        elif cancel.is_set() and finished is None:
+            yield ResponseFinished("cancelled", "client_cancelled", Usage(), latency)
+        else:
+            yield ResponseFinished("completed", None, Usage(), latency)

@@ -1,0 +1,195 @@
+"""Conversation state of one realtime session: ordered items, their audio, and the model's view of them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from omni_agent.realtime.events import ItemIn, ProtocolError
+from omni_agent.realtime.formats import FORMAT_RATE, b64decode_strict, b64encode, decode_audio, encode_audio
+from omni_agent.realtime.responder import Conversation
+
+MODEL_RATE = 16000  # the thinker's audio encoder input rate
+OUTPUT_RATE = 24000  # StreamingTTS output rate
+
+
+def item_id() -> str:
+    return f"item_{uuid.uuid4().hex[:20]}"
+
+
+@dataclass
+class Item:
+    """One conversation item. Audio is kept as float32 (16 kHz input, 24 kHz output), not as wire bytes."""
+
+    id: str
+    type: str  # message | function_call | function_call_output
+    role: str | None = None
+    status: str = "completed"
+    content: list[dict[str, Any]] = field(default_factory=list)
+    """Parts without audio bytes: input_text/input_audio(transcript)/output_text/output_audio(transcript)."""
+    input_audio: np.ndarray | None = None  # 16 kHz, for user audio parts
+    output_audio: list[np.ndarray] = field(default_factory=list)  # 24 kHz chunks, assistant speech
+    _chunk_texts: list[str] = field(default_factory=list)  # the sentence each output chunk speaks
+    sent_samples: int = 0
+    """Assistant audio (24 kHz samples) actually written to the client; truncation never goes past it."""
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | None = None
+
+    @property
+    def output_audio_samples(self) -> int:
+        return sum(len(c) for c in self.output_audio)
+
+    def to_json(self, audio_format: str | None = None) -> dict[str, Any]:
+        """The protocol item; with ``audio_format`` the audio is included (``conversation.item.retrieve``)."""
+        out: dict[str, Any] = {"id": self.id, "object": "realtime.item", "type": self.type, "status": self.status}
+        if self.type == "message":
+            parts = []
+            for part in self.content:
+                p = dict(part)
+                if audio_format and p["type"] == "input_audio" and self.input_audio is not None:
+                    p["audio"] = b64encode(encode_audio(self.input_audio, MODEL_RATE, audio_format))
+                if audio_format and p["type"] == "output_audio" and self.output_audio:
+                    p["audio"] = b64encode(encode_audio(np.concatenate(self.output_audio), OUTPUT_RATE,
+                                                        audio_format))
+                parts.append(p)
+            out.update(role=self.role, content=parts)
+        elif self.type == "function_call":
+            out.update(call_id=self.call_id, name=self.name, arguments=self.arguments or "")
+        else:
+            out.update(call_id=self.call_id, output=self.output or "")
+        return out
+
+    def truncate_audio(self, samples: int) -> None:
+        """Keep the first ``samples`` of assistant audio and the transcript of the chunks heard."""
+        kept, left, texts = [], samples, []
+        for chunk, text in zip(self.output_audio, self._chunk_texts, strict=False):
+            if left <= 0:
+                break
+            kept.append(chunk[:left])
+            texts.append(text)
+            left -= len(chunk)
+        self.output_audio = kept
+        self._chunk_texts = texts
+        for p in self.content:
+            if p["type"] == "output_audio":
+                p["transcript"] = "".join(texts)
+        self.status = "incomplete"
+
+
+def item_from_client(spec: ItemIn, input_format: str, event_id: str | None) -> Item:
+    """A ``conversation.item.create`` item -> Item (audio decoded and resampled to 16 kHz).
+
+    Raises:
+        ProtocolError: missing fields for the item type, bad base64 or audio.
+    """
+    from audio.dsp import resample
+
+    iid = spec.id or item_id()
+    if spec.type == "message":
+        if spec.role is None or spec.content is None:
+            raise ProtocolError("invalid_value", "a message item needs role and content", event_id, "item")
+        item = Item(iid, "message", role=spec.role)
+        for i, part in enumerate(spec.content):
+            if part.type in ("input_text", "text", "output_text"):
+                if part.text is None:
+                    raise ProtocolError("invalid_value", "a text part needs text", event_id, f"item.content.{i}.text")
+                kind = "output_text" if spec.role == "assistant" else "input_text"
+                item.content.append({"type": kind, "text": part.text})
+            elif part.type in ("input_audio", "audio", "output_audio"):
+                if spec.role == "assistant":
+                    item.content.append({"type": "output_audio", "transcript": part.transcript or ""})
+                    continue
+                if part.audio is None:
+                    raise ProtocolError("invalid_value", "an audio part needs audio", event_id,
+                                        f"item.content.{i}.audio")
+                raw = b64decode_strict(part.audio, event_id, f"item.content.{i}.audio")
+                wave = decode_audio(raw, input_format, event_id)
+                item.input_audio = resample(wave, FORMAT_RATE[input_format], MODEL_RATE)
+                item.content.append({"type": "input_audio", "transcript": part.transcript})
+            else:
+                raise ProtocolError("unsupported_content", f"content type {part.type} is not supported here",
+                                    event_id, f"item.content.{i}.type")
+        return item
+    if spec.type == "function_call":
+        if not spec.name or spec.call_id is None:
+            raise ProtocolError("invalid_value", "a function_call item needs name and call_id", event_id, "item")
+        return Item(iid, "function_call", call_id=spec.call_id, name=spec.name, arguments=spec.arguments or "{}")
+    if spec.call_id is None or spec.output is None:
+        raise ProtocolError("invalid_value", "a function_call_output item needs call_id and output", event_id,
+                            "item")
+    return Item(iid, "function_call_output", call_id=spec.call_id, output=spec.output)
+
+
+class ConversationState:
+    """The ordered items of the session's default conversation."""
+
+    def __init__(self, max_items: int = 1000) -> None:
+        self.items: list[Item] = []
+        self.max_items = max_items
+
+    def get(self, iid: str) -> Item | None:
+        return next((i for i in self.items if i.id == iid), None)
+
+    def last_id(self) -> str | None:
+        return self.items[-1].id if self.items else None
+
+    def add(self, item: Item, previous_item_id: str | None = None, event_id: str | None = None) -> str | None:
+        """Insert after ``previous_item_id`` (end when None; ``"root"`` = first). Returns the id before it."""
+        if self.get(item.id) is not None:
+            raise ProtocolError("duplicate_item_id", f"item {item.id} already exists", event_id, "item.id")
+        if previous_item_id is None:
+            prev = self.last_id()
+            self.items.append(item)
+        elif previous_item_id == "root":
+            prev = None
+            self.items.insert(0, item)
+        else:
+            idx = next((n for n, i in enumerate(self.items) if i.id == previous_item_id), None)
+            if idx is None:
+                raise ProtocolError("item_not_found", f"previous_item_id {previous_item_id} does not exist",
+                                    event_id, "previous_item_id")
+            prev = previous_item_id
+            self.items.insert(idx + 1, item)
+        while len(self.items) > self.max_items:  # oldest first, like OpenAI's context truncation
+            self.items.pop(0)
+        return prev
+
+    def delete(self, iid: str) -> bool:
+        n = len(self.items)
+        self.items = [i for i in self.items if i.id != iid]
+        return len(self.items) != n
+
+    def view(self, instructions: str, extra: list[Item] | None = None) -> Conversation:
+        """The history as the responder sees it (processor chat messages + protocol items)."""
+        messages: list[dict[str, Any]] = []
+        if instructions:
+            messages.append({"role": "system", "content": instructions})
+        items = self.items + (extra or [])
+        for it in items:
+            if it.type == "message":
+                parts: list[dict[str, Any]] = []
+                for p in it.content:
+                    if p["type"] in ("input_text", "output_text"):
+                        parts.append({"type": "text", "text": p["text"]})
+                    elif p["type"] == "input_audio" and it.input_audio is not None:
+                        parts.append({"type": "audio", "audio": it.input_audio})
+                    elif p["type"] == "output_audio" and p.get("transcript"):
+                        parts.append({"type": "text", "text": p["transcript"]})
+                if not parts:
+                    continue
+                if all(p["type"] == "text" for p in parts):
+                    messages.append({"role": it.role, "content": "".join(p["text"] for p in parts)})
+                else:
+                    messages.append({"role": it.role, "content": parts})
+            elif it.type == "function_call":
+                call = json.dumps({"name": it.name, "arguments": it.arguments})
+                messages.append({"role": "assistant", "content": f"<tool_call>{call}</tool_call>"})
+            else:
+                messages.append({"role": "user", "content": f"<tool_response>{it.output}</tool_response>"})
+        return Conversation(messages=messages, items=[i.to_json() for i in items])

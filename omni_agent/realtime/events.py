@@ -1,0 +1,566 @@
+"""OpenAI Realtime protocol events: one pydantic model per client and server event.
+
+GA names are the canonical ones. The Beta protocol differs in a few server event names
+(``response.audio.delta`` for ``response.output_audio.delta`` ...), in ``conversation.item.created``
+for ``conversation.item.added``, and in the session shape (flat ``input_audio_format`` ...);
+:data:`BETA_EVENT_NAMES` maps them and :func:`parse_server_event` accepts both.
+
+Serialisation lives here (``parse_client_event`` / ``dump_event``), transport in ``routes.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+AudioFormatName = Literal["pcm16", "g711_ulaw", "g711_alaw"]
+
+
+def event_id() -> str:
+    return f"event_{uuid.uuid4().hex[:20]}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Lenient(BaseModel):
+    """Config objects: fields we do not implement (tracing, noise_reduction...) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# --------------------------------------------------------------------------------------------------
+# Session shapes (client -> server in session.update; server -> client in session.created/updated)
+
+
+class TurnDetectionIn(_Lenient):
+    type: Literal["server_vad", "semantic_vad"] = "server_vad"
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    prefix_padding_ms: int | None = Field(None, ge=0, le=10_000)
+    silence_duration_ms: int | None = Field(None, ge=0, le=10_000)
+    create_response: bool | None = None
+    interrupt_response: bool | None = None
+    idle_timeout_ms: int | None = None
+    eagerness: str | None = None
+
+
+class TranscriptionIn(_Lenient):
+    model: str | None = None
+    language: str | None = None
+    """ISO-639-1 code or a dialect name (``Cantonese``, ``Sichuanese``...), passed to the ASR prompt."""
+    prompt: str | None = None
+
+
+class AudioFormatIn(_Lenient):
+    type: Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
+    rate: Literal[24000] | None = None
+
+
+class AudioInputIn(_Lenient):
+    format: AudioFormatIn | None = None
+    transcription: TranscriptionIn | None = None
+    turn_detection: TurnDetectionIn | None = None
+    noise_reduction: Any = None
+
+
+class AudioOutputIn(_Lenient):
+    format: AudioFormatIn | None = None
+    voice: str | dict[str, Any] | None = None
+    speed: float | None = None
+
+
+class AudioConfigIn(_Lenient):
+    input: AudioInputIn | None = None
+    output: AudioOutputIn | None = None
+
+
+class ToolIn(_Lenient):
+    type: Literal["function"] = "function"
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class SessionIn(_Lenient):
+    """A session update in either shape: GA (``type: realtime``, nested ``audio``) or Beta (flat).
+
+    ``protocol`` is our extension: ``"beta"`` makes the server emit Beta event names and the Beta
+    session shape (also chosen by the ``OpenAI-Beta: realtime=v1`` header or ``?protocol=beta``).
+    """
+
+    type: Literal["realtime"] | None = None
+    protocol: Literal["ga", "beta"] | None = None
+    model: str | None = None
+    instructions: str | None = None
+    tools: list[ToolIn] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    max_output_tokens: int | Literal["inf"] | None = None
+    # GA
+    output_modalities: list[Literal["text", "audio"]] | None = None
+    audio: AudioConfigIn | None = None
+    # Beta
+    modalities: list[Literal["text", "audio"]] | None = None
+    voice: str | None = None
+    input_audio_format: AudioFormatName | None = None
+    output_audio_format: AudioFormatName | None = None
+    input_audio_transcription: TranscriptionIn | None = None
+    turn_detection: TurnDetectionIn | None = None
+    max_response_output_tokens: int | Literal["inf"] | None = None
+
+    def is_beta_shape(self) -> bool:
+        return self.type is None and self.audio is None and self.output_modalities is None and any(
+            f in self.model_fields_set for f in ("modalities", "voice", "input_audio_format", "output_audio_format",
+                                                 "input_audio_transcription", "turn_detection",
+                                                 "max_response_output_tokens"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Conversation items
+
+
+class ContentPartIn(_Model):
+    type: Literal["input_text", "input_audio", "input_image", "output_text", "output_audio", "text", "audio"]
+    text: str | None = None
+    audio: str | None = None
+    """Base64 audio in the session's input format."""
+    transcript: str | None = None
+    image_url: str | None = None
+    detail: str | None = None
+
+
+class ItemIn(_Model):
+    id: str | None = Field(None, max_length=64)
+    type: Literal["message", "function_call", "function_call_output"]
+    object: Literal["realtime.item"] | None = None
+    status: Literal["completed", "incomplete", "in_progress"] | None = None
+    role: Literal["user", "assistant", "system"] | None = None
+    content: list[ContentPartIn] | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | None = None
+
+
+class ResponseParamsIn(_Lenient):
+    """``response.create`` overrides (GA and Beta field names)."""
+
+    instructions: str | None = None
+    output_modalities: list[Literal["text", "audio"]] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: AudioConfigIn | None = None
+    voice: str | None = None
+    output_audio_format: AudioFormatName | None = None
+    tools: list[ToolIn] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    max_output_tokens: int | Literal["inf"] | None = None
+    max_response_output_tokens: int | Literal["inf"] | None = None
+    conversation: Literal["auto", "none"] | str | None = None
+    metadata: dict[str, str] | None = None
+    input: list[ItemIn] | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Client events
+
+
+class _ClientEvent(_Model):
+    event_id: str | None = None
+
+
+class SessionUpdate(_ClientEvent):
+    type: Literal["session.update"]
+    session: SessionIn
+
+
+class InputAudioBufferAppend(_ClientEvent):
+    type: Literal["input_audio_buffer.append"]
+    audio: str
+
+
+class InputAudioBufferCommit(_ClientEvent):
+    type: Literal["input_audio_buffer.commit"]
+
+
+class InputAudioBufferClear(_ClientEvent):
+    type: Literal["input_audio_buffer.clear"]
+
+
+class ConversationItemCreate(_ClientEvent):
+    type: Literal["conversation.item.create"]
+    previous_item_id: str | None = None
+    item: ItemIn
+
+
+class ConversationItemRetrieve(_ClientEvent):
+    type: Literal["conversation.item.retrieve"]
+    item_id: str
+
+
+class ConversationItemTruncate(_ClientEvent):
+    type: Literal["conversation.item.truncate"]
+    item_id: str
+    content_index: int = Field(ge=0)
+    audio_end_ms: int = Field(ge=0)
+
+
+class ConversationItemDelete(_ClientEvent):
+    type: Literal["conversation.item.delete"]
+    item_id: str
+
+
+class ResponseCreate(_ClientEvent):
+    type: Literal["response.create"]
+    response: ResponseParamsIn | None = None
+
+
+class ResponseCancel(_ClientEvent):
+    type: Literal["response.cancel"]
+    response_id: str | None = None
+
+
+ClientEvent = Annotated[
+    SessionUpdate | InputAudioBufferAppend | InputAudioBufferCommit | InputAudioBufferClear
+    | ConversationItemCreate | ConversationItemRetrieve | ConversationItemTruncate | ConversationItemDelete
+    | ResponseCreate | ResponseCancel,
+    Field(discriminator="type"),
+]
+_CLIENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(ClientEvent)
+CLIENT_EVENT_TYPES = frozenset({
+    "session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
+    "conversation.item.create", "conversation.item.retrieve", "conversation.item.truncate",
+    "conversation.item.delete", "response.create", "response.cancel",
+})
+
+
+class ProtocolError(Exception):
+    """A client event that cannot be used; becomes an ``error`` server event."""
+
+    def __init__(self, code: str, message: str, event_id: str | None = None, param: str | None = None,
+                 type: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.code, self.message, self.event_id, self.param, self.type = code, message, event_id, param, type
+
+
+def parse_client_event(raw: str | bytes) -> Any:
+    """JSON text -> a client event model.
+
+    Raises:
+        ProtocolError: ``invalid_json``, ``missing_type``, ``unknown_event`` or ``invalid_value``
+            (wrong field types or values), carrying the event's ``event_id`` when it had one.
+    """
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ProtocolError("invalid_json", f"event is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("invalid_json", "event must be a JSON object")
+    eid = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
+    etype = obj.get("type")
+    if not isinstance(etype, str):
+        raise ProtocolError("missing_type", "event has no string 'type'", eid, "type")
+    if etype not in CLIENT_EVENT_TYPES:
+        raise ProtocolError("unknown_event", f"unknown client event type {etype!r}", eid, "type")
+    try:
+        return _CLIENT_ADAPTER.validate_python(obj)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = [str(p) for p in err["loc"] if p != etype]
+        param = ".".join(loc) or None
+        raise ProtocolError("invalid_value", f"invalid {etype}: {param or 'event'}: {err['msg']}", eid,
+                            param) from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Server events
+
+
+class _ServerEvent(BaseModel):
+    event_id: str = Field(default_factory=event_id)
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    code: str | None = None
+    message: str
+    param: str | None = None
+    event_id: str | None = None
+
+
+class Error(_ServerEvent):
+    type: Literal["error"] = "error"
+    error: ErrorDetail
+
+
+class SessionCreated(_ServerEvent):
+    type: Literal["session.created"] = "session.created"
+    session: dict[str, Any]
+
+
+class SessionUpdated(_ServerEvent):
+    type: Literal["session.updated"] = "session.updated"
+    session: dict[str, Any]
+
+
+class ConversationItemAdded(_ServerEvent):
+    type: Literal["conversation.item.added"] = "conversation.item.added"
+    previous_item_id: str | None = None
+    item: dict[str, Any]
+
+
+class ConversationItemDone(_ServerEvent):
+    type: Literal["conversation.item.done"] = "conversation.item.done"
+    previous_item_id: str | None = None
+    item: dict[str, Any]
+
+
+class ConversationItemCreated(_ServerEvent):
+    """Beta's name for ``conversation.item.added``."""
+
+    type: Literal["conversation.item.created"] = "conversation.item.created"
+    previous_item_id: str | None = None
+    item: dict[str, Any]
+
+
+class ConversationItemRetrieved(_ServerEvent):
+    type: Literal["conversation.item.retrieved"] = "conversation.item.retrieved"
+    item: dict[str, Any]
+
+
+class ConversationItemDeleted(_ServerEvent):
+    type: Literal["conversation.item.deleted"] = "conversation.item.deleted"
+    item_id: str
+
+
+class ConversationItemTruncated(_ServerEvent):
+    type: Literal["conversation.item.truncated"] = "conversation.item.truncated"
+    item_id: str
+    content_index: int
+    audio_end_ms: int
+
+
+class InputAudioTranscriptionDelta(_ServerEvent):
+    type: Literal["conversation.item.input_audio_transcription.delta"] = (
+        "conversation.item.input_audio_transcription.delta")
+    item_id: str
+    content_index: int = 0
+    delta: str
+
+
+class InputAudioTranscriptionCompleted(_ServerEvent):
+    type: Literal["conversation.item.input_audio_transcription.completed"] = (
+        "conversation.item.input_audio_transcription.completed")
+    item_id: str
+    content_index: int = 0
+    transcript: str
+    language: str | None = None
+    """Our extension: the language/dialect the ASR prompt named first."""
+    usage: dict[str, Any] = Field(default_factory=lambda: {"type": "duration", "seconds": 0.0})
+
+
+class InputAudioTranscriptionFailed(_ServerEvent):
+    type: Literal["conversation.item.input_audio_transcription.failed"] = (
+        "conversation.item.input_audio_transcription.failed")
+    item_id: str
+    content_index: int = 0
+    error: ErrorDetail
+
+
+class InputAudioBufferCommitted(_ServerEvent):
+    type: Literal["input_audio_buffer.committed"] = "input_audio_buffer.committed"
+    previous_item_id: str | None = None
+    item_id: str
+
+
+class InputAudioBufferCleared(_ServerEvent):
+    type: Literal["input_audio_buffer.cleared"] = "input_audio_buffer.cleared"
+
+
+class InputAudioBufferSpeechStarted(_ServerEvent):
+    type: Literal["input_audio_buffer.speech_started"] = "input_audio_buffer.speech_started"
+    audio_start_ms: int
+    item_id: str
+
+
+class InputAudioBufferSpeechStopped(_ServerEvent):
+    type: Literal["input_audio_buffer.speech_stopped"] = "input_audio_buffer.speech_stopped"
+    audio_end_ms: int
+    item_id: str
+
+
+class ResponseCreated(_ServerEvent):
+    type: Literal["response.created"] = "response.created"
+    response: dict[str, Any]
+
+
+class ResponseDone(_ServerEvent):
+    type: Literal["response.done"] = "response.done"
+    response: dict[str, Any]
+
+
+class ResponseOutputItemAdded(_ServerEvent):
+    type: Literal["response.output_item.added"] = "response.output_item.added"
+    response_id: str
+    output_index: int
+    item: dict[str, Any]
+
+
+class ResponseOutputItemDone(_ServerEvent):
+    type: Literal["response.output_item.done"] = "response.output_item.done"
+    response_id: str
+    output_index: int
+    item: dict[str, Any]
+
+
+class _PartEvent(_ServerEvent):
+    response_id: str
+    item_id: str
+    output_index: int = 0
+    content_index: int = 0
+
+
+class ResponseContentPartAdded(_PartEvent):
+    type: Literal["response.content_part.added"] = "response.content_part.added"
+    part: dict[str, Any]
+
+
+class ResponseContentPartDone(_PartEvent):
+    type: Literal["response.content_part.done"] = "response.content_part.done"
+    part: dict[str, Any]
+
+
+class ResponseOutputTextDelta(_PartEvent):
+    type: Literal["response.output_text.delta"] = "response.output_text.delta"
+    delta: str
+
+
+class ResponseOutputTextDone(_PartEvent):
+    type: Literal["response.output_text.done"] = "response.output_text.done"
+    text: str
+
+
+class ResponseOutputAudioDelta(_PartEvent):
+    type: Literal["response.output_audio.delta"] = "response.output_audio.delta"
+    delta: str
+
+
+class ResponseOutputAudioDone(_PartEvent):
+    type: Literal["response.output_audio.done"] = "response.output_audio.done"
+
+
+class ResponseOutputAudioTranscriptDelta(_PartEvent):
+    type: Literal["response.output_audio_transcript.delta"] = "response.output_audio_transcript.delta"
+    delta: str
+
+
+class ResponseOutputAudioTranscriptDone(_PartEvent):
+    type: Literal["response.output_audio_transcript.done"] = "response.output_audio_transcript.done"
+    transcript: str
+
+
+class ResponseFunctionCallArgumentsDelta(_ServerEvent):
+    type: Literal["response.function_call_arguments.delta"] = "response.function_call_arguments.delta"
+    response_id: str
+    item_id: str
+    output_index: int
+    call_id: str
+    delta: str
+
+
+class ResponseFunctionCallArgumentsDone(_ServerEvent):
+    type: Literal["response.function_call_arguments.done"] = "response.function_call_arguments.done"
+    response_id: str
+    item_id: str
+    output_index: int
+    call_id: str
+    name: str
+    arguments: str
+
+
+class RateLimitsUpdated(_ServerEvent):
+    type: Literal["rate_limits.updated"] = "rate_limits.updated"
+    rate_limits: list[dict[str, Any]]
+
+
+class OmniToolProgress(_ServerEvent):
+    """Our extension (sent only with the session option ``omni_events``)."""
+
+    type: Literal["omni.tool.progress"] = "omni.tool.progress"
+    response_id: str
+    call_id: str
+    message: str
+    fraction: float | None = None
+
+
+class OmniArtifact(_ServerEvent):
+    """Our extension: a tool's output file (base64 ``data`` or a ``uri``)."""
+
+    type: Literal["omni.artifact"] = "omni.artifact"
+    response_id: str
+    kind: str
+    mime_type: str
+    data: str | None = None
+    uri: str | None = None
+    name: str | None = None
+    call_id: str | None = None
+
+
+class OmniConfirmationRequest(_ServerEvent):
+    """Our extension: a risky action waits for a ``function_call_output`` yes/no."""
+
+    type: Literal["omni.confirmation.request"] = "omni.confirmation.request"
+    response_id: str
+    call_id: str
+    action: str
+    reason: str
+
+
+# GA name -> Beta name, for sessions that speak Beta.
+BETA_EVENT_NAMES = {
+    "response.output_text.delta": "response.text.delta",
+    "response.output_text.done": "response.text.done",
+    "response.output_audio.delta": "response.audio.delta",
+    "response.output_audio.done": "response.audio.done",
+    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
+    "response.output_audio_transcript.done": "response.audio_transcript.done",
+    "conversation.item.added": "conversation.item.created",
+}
+GA_EVENT_NAMES = {beta: ga for ga, beta in BETA_EVENT_NAMES.items()}
+BETA_ONLY_SKIPPED = frozenset({"conversation.item.done"})  # Beta has no such event
+# Content types inside items: GA -> Beta.
+BETA_CONTENT_TYPES = {"output_text": "text", "output_audio": "audio"}
+
+
+def _beta_item(item: dict[str, Any]) -> dict[str, Any]:
+    content = item.get("content")
+    if not content:
+        return item
+    return {**item, "content": [{**c, "type": BETA_CONTENT_TYPES.get(c.get("type"), c.get("type"))}
+                                for c in content]}
+
+
+def dump_event(event: _ServerEvent, beta: bool = False) -> str | None:
+    """A server event -> JSON text in the session's protocol flavour (None: not sent in Beta)."""
+    data = event.model_dump(mode="json")
+    if beta:
+        if data["type"] in BETA_ONLY_SKIPPED:
+            return None
+        data["type"] = BETA_EVENT_NAMES.get(data["type"], data["type"])
+        if isinstance(data.get("item"), dict):
+            data["item"] = _beta_item(data["item"])
+        if isinstance(data.get("response"), dict) and data["response"].get("output"):
+            data["response"] = {**data["response"],
+                                "output": [_beta_item(i) for i in data["response"]["output"]]}
+    return json.dumps(data, separators=(",", ":"))
+
+
+def parse_server_event(raw: str | bytes) -> dict[str, Any]:
+    """Server event JSON -> dict with the GA ``type`` (Beta names are mapped); for clients and tests."""
+    data = json.loads(raw)
+    data["type"] = GA_EVENT_NAMES.get(data.get("type"), data.get("type"))
+    return data

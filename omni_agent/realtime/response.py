@@ -1,0 +1,341 @@
+"""One response in flight: responder frames -> output items, content parts and deltas, in protocol order.
+
+Order for a spoken answer (GA names): ``response.created``, ``response.output_item.added``,
+``conversation.item.added``, ``response.content_part.added``, then interleaved
+``response.output_audio_transcript.delta`` / ``response.output_audio.delta``, then
+``response.output_audio.done``, ``response.output_audio_transcript.done``,
+``response.content_part.done``, ``response.output_item.done``, ``conversation.item.done``
+(and ``conversation.item.truncated`` after a barge-in), ``response.done``, ``rate_limits.updated``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from audio.dsp import resample
+from omni_agent.realtime import events as ev
+from omni_agent.realtime import metrics
+from omni_agent.realtime.config import GA_FORMAT
+from omni_agent.realtime.conversation import OUTPUT_RATE, Item, item_id
+from omni_agent.realtime.formats import b64encode, encode_audio
+from omni_agent.realtime.responder import (
+    Artifact,
+    AudioDelta,
+    ConfirmationRequest,
+    FunctionCallDelta,
+    FunctionCallDone,
+    ResponseFinished,
+    ResponseOptions,
+    TextDelta,
+    ToolProgress,
+)
+
+if TYPE_CHECKING:
+    from omni_agent.realtime.session import RealtimeSession
+
+log = logging.getLogger(__name__)
+
+
+class ActiveResponse:
+    """Runs one response of a session; ``cancel()`` stops it within one audio chunk."""
+
+    def __init__(self, session: RealtimeSession, opts: dict[str, Any], input_items: list[Item] | None,
+                 turn_end_t: float | None) -> None:
+        self.session = session
+        self.opts = opts
+        self.id = f"resp_{uuid.uuid4().hex[:20]}"
+        self.input_items = input_items
+        self.turn_end_t = turn_end_t
+        self.in_conversation = opts["conversation"] != "none"
+        self.speak = "audio" in opts["modalities"]
+        self.cancel_event = asyncio.Event()
+        self.cancel_reason: str | None = None
+        self.barge_in_t: float | None = None
+        self.task: asyncio.Task | None = None
+        self.output: list[Item] = []
+        self.message: Item | None = None
+        self.text = ""
+        self.calls: dict[str, Item] = {}
+        self.t0 = time.perf_counter()
+        self.first_audio_t: float | None = None
+        self.finished: ResponseFinished | None = None
+        self.options = ResponseOptions(response_id=self.id)
+
+    # ---------------------------------------------------------------------------------------------
+
+    async def cancel(self, reason: str, barge_in_t: float | None = None) -> None:
+        """Stop generating now; queued audio not yet written is dropped (see ``_dropped``)."""
+        if self.cancel_event.is_set():
+            return
+        self.cancel_reason, self.barge_in_t = reason, barge_in_t
+        self.cancel_event.set()
+        if self.task is not None and not self.task.done() and self.task is not asyncio.current_task():
+            self.task.cancel()  # interrupts the responder even while it waits on the model
+
+    def _dropped(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def _resource(self, status: str) -> dict[str, Any]:
+        mot = self.opts["max_output_tokens"]
+        common = {"id": self.id, "object": "realtime.response", "status": status, "status_details": None,
+                  "output": [], "conversation_id": "conv_default" if self.in_conversation else None,
+                  "max_output_tokens": mot, "metadata": self.opts["metadata"], "usage": None}
+        if self.session.cfg.beta:
+            return {**common, "modalities": self.opts["modalities"], "voice": self.opts["voice"],
+                    "output_audio_format": self.opts["output_format"], "temperature": self.opts["temperature"]}
+        return {**common, "output_modalities": self.opts["modalities"],
+                "audio": {"output": {"format": GA_FORMAT[self.opts["output_format"]], "voice": self.opts["voice"]}}}
+
+    async def run(self) -> None:
+        s = self.session
+        s.emit(ev.ResponseCreated(response=self._resource("in_progress")))
+        items = s.conversation if self.input_items is None else None
+        view = (items.view(self.opts["instructions"]) if items is not None
+                else _standalone_view(self.opts["instructions"], self.input_items or []))
+        mot = self.opts["max_output_tokens"]
+        options = ResponseOptions(
+            response_id=self.id, modalities=tuple(self.opts["modalities"]), voice=self.opts["voice"],
+            temperature=self.opts["temperature"], max_output_tokens=None if mot == "inf" else mot,
+            tools=self.opts["tools"],
+            tool_choice=self.opts["tool_choice"] if isinstance(self.opts["tool_choice"], str) else "required",
+            metadata=self.opts["metadata"])
+        self.options = options
+        error: str | None = None
+        gen = s.responder.respond(view, options, self.cancel_event)
+        try:
+            async for frame in gen:
+                if self.cancel_event.is_set():
+                    break
+                self._on_frame(frame)
+        except asyncio.CancelledError:
+            if not self.cancel_event.is_set():  # the session is closing
+                self.cancel_reason = self.cancel_reason or "client_disconnected"
+                self.cancel_event.set()
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # we asked for it: finish the response's events normally
+        except Exception as e:
+            log.exception("responder failed")
+            error = f"{type(e).__name__}: {e}"
+        finally:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await gen.aclose()
+        self._finish(error)
+
+    # ---------------------------------------------------------------------------------------------
+
+    def _on_frame(self, frame: Any) -> None:
+        s = self.session
+        if isinstance(frame, TextDelta):
+            msg = self._open_message()
+            self.text += frame.text
+            cls = ev.ResponseOutputAudioTranscriptDelta if self.speak else ev.ResponseOutputTextDelta
+            s.emit(cls(response_id=self.id, item_id=msg.id, output_index=self._index(msg), delta=frame.text),
+                   drop=self._dropped)
+        elif isinstance(frame, AudioDelta):
+            if self.speak and len(frame.pcm):
+                self._audio(frame)
+        elif isinstance(frame, FunctionCallDelta):
+            item = self._open_call(frame.call_id, frame.name)
+            item.arguments = (item.arguments or "") + frame.arguments_delta
+            s.emit(ev.ResponseFunctionCallArgumentsDelta(response_id=self.id, item_id=item.id,
+                                                         output_index=self._index(item), call_id=frame.call_id,
+                                                         delta=frame.arguments_delta))
+        elif isinstance(frame, FunctionCallDone):
+            item = self._open_call(frame.call_id, frame.name)
+            item.arguments = frame.arguments
+            self._close_call(item)
+        elif isinstance(frame, ResponseFinished):
+            self.finished = frame
+        elif s.cfg.omni_events:
+            if isinstance(frame, ToolProgress):
+                s.emit(ev.OmniToolProgress(response_id=self.id, call_id=frame.call_id, message=frame.message,
+                                           fraction=frame.fraction))
+            elif isinstance(frame, Artifact):
+                s.emit(ev.OmniArtifact(response_id=self.id, kind=frame.kind, mime_type=frame.mime_type,
+                                       data=b64encode(frame.data) if frame.data else None, uri=frame.uri,
+                                       name=frame.name, call_id=frame.call_id))
+            elif isinstance(frame, ConfirmationRequest):
+                s.emit(ev.OmniConfirmationRequest(response_id=self.id, call_id=frame.call_id,
+                                                  action=frame.action, reason=frame.reason))
+
+    def _audio(self, frame: AudioDelta) -> None:
+        s, msg = self.session, self._open_message()
+        pcm = np.asarray(frame.pcm, np.float32)
+        if frame.sample_rate != OUTPUT_RATE:
+            pcm = resample(pcm, frame.sample_rate, OUTPUT_RATE)
+        fmt = self.opts["output_format"]
+        data = b64encode(encode_audio(pcm, OUTPUT_RATE, fmt))
+        msg.output_audio.append(pcm)
+        msg._chunk_texts.append(frame.text)
+        s.has_spoken = True
+        n = len(pcm)
+
+        def sent() -> None:
+            msg.sent_samples += n
+            metrics.AUDIO_OUT_SECONDS.inc(n / OUTPUT_RATE)
+            if self.first_audio_t is None:
+                self.first_audio_t = time.perf_counter()
+
+        s.emit(ev.ResponseOutputAudioDelta(response_id=self.id, item_id=msg.id, output_index=self._index(msg),
+                                           delta=data), on_sent=sent, drop=self._dropped)
+
+    def _index(self, item: Item) -> int:
+        return self.output.index(item)
+
+    def _add_output(self, item: Item) -> None:
+        s = self.session
+        self.output.append(item)
+        s.emit(ev.ResponseOutputItemAdded(response_id=self.id, output_index=len(self.output) - 1,
+                                          item=item.to_json()))
+        if self.in_conversation:
+            prev = s.conversation.add(item)
+            s.emit(ev.ConversationItemAdded(previous_item_id=prev, item=item.to_json()))
+
+    def _open_message(self) -> Item:
+        if self.message is not None:
+            return self.message
+        item = Item(item_id(), "message", role="assistant", status="in_progress")
+        self._add_output(item)
+        part = {"type": "output_audio", "transcript": ""} if self.speak else {"type": "output_text", "text": ""}
+        item.content.append(part)
+        self.session.emit(ev.ResponseContentPartAdded(response_id=self.id, item_id=item.id,
+                                                      output_index=self._index(item), part=_wire_part(part)))
+        self.message, self.text = item, ""
+        return item
+
+    def _close_message(self, status: str) -> None:
+        item, s = self.message, self.session
+        if item is None:
+            return
+        self.message = None
+        idx = self._index(item)
+        part = item.content[0]
+        if self.speak:
+            part["transcript"] = self.text
+            item._chunk_texts = _spread_text(item._chunk_texts, self.text)
+            s.emit(ev.ResponseOutputAudioDone(response_id=self.id, item_id=item.id, output_index=idx))
+            s.emit(ev.ResponseOutputAudioTranscriptDone(response_id=self.id, item_id=item.id, output_index=idx,
+                                                        transcript=self.text))
+        else:
+            part["text"] = self.text
+            s.emit(ev.ResponseOutputTextDone(response_id=self.id, item_id=item.id, output_index=idx,
+                                             text=self.text))
+        s.emit(ev.ResponseContentPartDone(response_id=self.id, item_id=item.id, output_index=idx,
+                                          part=_wire_part(part)))
+        if status == "incomplete" and self.speak and self.cancel_reason == "turn_detected":
+            sent_ms = item.sent_samples * 1000 // OUTPUT_RATE
+            item.status = "incomplete"
+            s.emit(ev.ResponseOutputItemDone(response_id=self.id, output_index=idx, item=item.to_json()))
+            if self.in_conversation:
+                s.emit(ev.ConversationItemDone(item=item.to_json()))
+                s.truncate(item, sent_ms)  # barge-in: the model only "said" what the client received
+            return
+        item.status = status
+        s.emit(ev.ResponseOutputItemDone(response_id=self.id, output_index=idx, item=item.to_json()))
+        if self.in_conversation:
+            s.emit(ev.ConversationItemDone(item=item.to_json()))
+
+    def _open_call(self, call_id: str, name: str) -> Item:
+        if call_id in self.calls:
+            return self.calls[call_id]
+        self._close_message("completed")
+        item = Item(item_id(), "function_call", status="in_progress", call_id=call_id, name=name, arguments="")
+        self.calls[call_id] = item
+        self._add_output(item)
+        return item
+
+    def _close_call(self, item: Item, status: str = "completed") -> None:
+        s = self.session
+        if item.status != "in_progress":
+            return
+        item.status = status
+        idx = self._index(item)
+        s.emit(ev.ResponseFunctionCallArgumentsDone(response_id=self.id, item_id=item.id, output_index=idx,
+                                                    call_id=item.call_id or "", name=item.name or "",
+                                                    arguments=item.arguments or ""))
+        s.emit(ev.ResponseOutputItemDone(response_id=self.id, output_index=idx, item=item.to_json()))
+        if self.in_conversation:
+            s.emit(ev.ConversationItemDone(item=item.to_json()))
+
+    # ---------------------------------------------------------------------------------------------
+
+    def _finish(self, error: str | None) -> None:
+        s = self.session
+        fin = self.finished or ResponseFinished()
+        if error is not None:
+            status, details = "failed", {"type": "failed", "error": {"type": "server_error", "message": error}}
+        elif self.cancel_event.is_set():
+            status, details = "cancelled", {"type": "cancelled", "reason": self.cancel_reason or "client_cancelled"}
+        elif fin.status != "completed":
+            status = fin.status
+            details = {"type": fin.status, "reason": fin.reason} if fin.status != "failed" else {
+                "type": "failed", "error": {"type": "server_error", "message": fin.reason or "responder failed"}}
+        else:
+            status, details = "completed", None
+        item_status = "completed" if status == "completed" else "incomplete"
+        self._close_message(item_status)
+        for call in self.calls.values():
+            self._close_call(call, item_status)
+        now = time.perf_counter()
+        model_latency = {**self.options.latency, **fin.latency}
+        latency = {k: round(v, 2) for k, v in model_latency.items()}
+        if self.first_audio_t is not None:
+            latency["response_to_first_audio_ms"] = round((self.first_audio_t - self.t0) * 1000, 2)
+            if self.turn_end_t is not None:
+                first = (self.first_audio_t - self.turn_end_t) * 1000
+                latency["turn_end_to_first_audio_ms"] = round(first, 2)
+                metrics.FIRST_AUDIO_MS.observe(first)
+                if "first_audio_ms" in model_latency:
+                    latency["overhead_ms"] = round(first - model_latency["first_audio_ms"], 2)
+                    metrics.OVERHEAD_MS.observe(max(0.0, latency["overhead_ms"]))
+        if self.barge_in_t is not None:
+            stop = (now - self.barge_in_t) * 1000
+            latency["barge_in_stop_ms"] = round(stop, 2)
+            metrics.BARGE_IN_MS.observe(stop)
+        u = fin.usage
+        usage = {"total_tokens": u.input_tokens + u.output_tokens, "input_tokens": u.input_tokens,
+                 "output_tokens": u.output_tokens,
+                 "input_token_details": {"cached_tokens": u.cached_tokens,
+                                         "text_tokens": u.input_tokens - u.input_audio_tokens,
+                                         "audio_tokens": u.input_audio_tokens},
+                 "output_token_details": {"text_tokens": u.output_tokens, "audio_tokens": u.output_audio_tokens}}
+        resource = self._resource(status)
+        resource.update(status_details=details, output=[i.to_json() for i in self.output], usage=usage,
+                        latency=latency)
+        s.response_finished(self)
+        metrics.RESPONSES.labels(status).inc()
+        s.emit(ev.ResponseDone(response=resource))
+        s.emit(ev.RateLimitsUpdated(rate_limits=s.rate_limits()))
+
+
+def _wire_part(part: dict[str, Any]) -> dict[str, Any]:
+    """Item content (``output_audio``/``output_text``) -> the ``part`` of content_part events."""
+    if part["type"] == "output_audio":
+        return {"type": "audio", "transcript": part.get("transcript", "")}
+    return {"type": "text", "text": part.get("text", "")}
+
+
+def _spread_text(chunk_texts: list[str], text: str) -> list[str]:
+    """When the responder gave no per-chunk text, split the transcript evenly over the audio chunks."""
+    if not chunk_texts or any(chunk_texts):
+        return chunk_texts
+    n = len(chunk_texts)
+    step = max(1, -(-len(text) // n))
+    return [text[i * step:(i + 1) * step] for i in range(n)]
+
+
+def _standalone_view(instructions: str, items: list[Item]) -> Any:
+    from omni_agent.realtime.conversation import ConversationState
+
+    state = ConversationState()
+    for it in items:
+        state.add(it)
+    return state.view(instructions)

@@ -1,0 +1,221 @@
+"""The websocket transport: ``/v1/realtime`` on FastAPI/Starlette (uvicorn + ``websockets``).
+
+This module only moves bytes and enforces connection limits: API-key auth (``Authorization:
+Bearer`` or the browser subprotocol ``openai-insecure-api-key.<key>``), the Origin allow-list, the
+event size limit, the per-session rate limit and a bounded outbound queue. Protocol work happens in
+:class:`~omni_agent.realtime.session.RealtimeSession`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnect
+
+from audio.vad import SileroModelPool
+from omni_agent.realtime import metrics
+from omni_agent.realtime.events import ProtocolError
+from omni_agent.realtime.responder import DirectResponder, Responder
+from omni_agent.realtime.session import RealtimeSession
+from omni_agent.realtime.transcription import EngineTranscriber, Transcriber
+from omni_agent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_SUBPROTOCOL = "openai-insecure-api-key."  # browsers cannot set headers on a WebSocket
+BETA_SUBPROTOCOL = "openai-beta.realtime-v1"  # the browser form of the OpenAI-Beta header
+CLOSE_POLICY = 1008  # RFC 6455 policy violation: auth, origin, slow consumer
+CLOSE_TIMEOUT_S = 2.0  # a client that does not read cannot hold our close for long
+
+
+class QueueOutbox:
+    """Bounded queue of serialised events; overflowing it means the client is too slow and is closed."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.items: deque[tuple[str, Callable[[], None] | None, Callable[[], bool] | None]] = deque()
+        self.wake = asyncio.Event()
+        self.overflow = asyncio.Event()
+
+    def put(self, data: str, *, on_sent: Callable[[], None] | None = None,
+            drop: Callable[[], bool] | None = None) -> None:
+        if self.overflow.is_set():
+            return
+        if len(self.items) >= self.maxsize:
+            self.overflow.set()
+            self.wake.set()
+            return
+        self.items.append((data, on_sent, drop))
+        self.wake.set()
+
+    async def drain(self, ws: WebSocket) -> None:
+        while not self.overflow.is_set():
+            if not self.items:
+                self.wake.clear()
+                await self.wake.wait()  # until the session queues an event
+                continue
+            data, on_sent, drop = self.items.popleft()
+            if drop is not None and drop():
+                continue  # e.g. audio of a response cancelled by barge-in: never reaches the client
+            if on_sent is not None:
+                on_sent()  # counted at hand-over, so truncation at cancel time sees exactly what went out
+            await ws.send_text(data)
+
+
+class TokenBucket:
+    """Per-session event rate limit."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.capacity = rate, max(1.0, rate)  # one second of burst
+        self.tokens, self.t = self.capacity, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"name": "requests", "limit": int(self.capacity), "remaining": int(self.tokens),
+                 "reset_seconds": round((self.capacity - self.tokens) / self.rate, 3)}]
+
+
+_EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([^"\\]{1,128})"')
+
+
+def _peek_event_id(data: str | bytes) -> str | None:
+    """The event_id of an event we will not parse (too large, rate limited), from its first or last bytes."""
+    for part in (data[:4096], data[-4096:]):
+        m = _EVENT_ID.search(part.encode() if isinstance(part, str) else part)
+        if m:
+            return m.group(1).decode(errors="replace")
+    return None
+
+
+def _authorized(ws: WebSocket, api_key: str | None) -> bool:
+    if not api_key:
+        return True
+    header = ws.headers.get("authorization", "")
+    if header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), api_key):
+        return True
+    for proto in ws.scope.get("subprotocols") or []:
+        if proto.startswith(KEY_SUBPROTOCOL) and hmac.compare_digest(proto[len(KEY_SUBPROTOCOL):], api_key):
+            return True
+    return False
+
+
+async def _refuse(ws: WebSocket, status: int, code: str, message: str) -> None:
+    metrics.CONNECTIONS_REFUSED.labels(code).inc()
+    body = {"type": "error", "error": {"type": "invalid_request_error", "code": code, "message": message}}
+    if "websocket.http.response" in ws.scope.get("extensions", {}):
+        await ws.send_denial_response(JSONResponse(body, status_code=status))
+    else:
+        await ws.close(code=CLOSE_POLICY, reason=message)  # before accept: the client sees HTTP 403
+
+
+def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, responder: Responder | None = None,
+                    *, transcriber: Transcriber | None = None, vad_pool: SileroModelPool | None = None) -> APIRouter:
+    """The ``/v1/realtime`` websocket route.
+
+    Args:
+        settings: server (api_key, allowed_origins) and realtime limits.
+        engine: the AsyncEngine (input transcription, and the default responder).
+        tts: StreamingTTS for the default responder.
+        responder: produces responses; defaults to ``DirectResponder(engine, tts)``.
+        transcriber: input transcription; defaults to the engine's ASR prompt.
+        vad_pool: Silero models shared by the sessions.
+    """
+    if responder is None:
+        if engine is None:
+            raise ValueError("realtime_router needs a responder or an engine")
+        responder = DirectResponder(engine, tts)
+    if transcriber is None and engine is not None:
+        transcriber = EngineTranscriber(engine)
+    pool = vad_pool or SileroModelPool()
+    rt = settings.realtime
+    router = APIRouter()
+
+    @router.websocket("/v1/realtime")
+    async def realtime(websocket: WebSocket) -> None:
+        origin = websocket.headers.get("origin")
+        if settings.server.allowed_origins and origin is not None and origin not in settings.server.allowed_origins:
+            await _refuse(websocket, 403, "origin_not_allowed", f"origin {origin} is not allowed")
+            return
+        if not _authorized(websocket, settings.server.api_key):
+            await _refuse(websocket, 401, "invalid_api_key", "missing or invalid API key")
+            return
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
+        beta = ("realtime=v1" in websocket.headers.get("openai-beta", "")
+                or websocket.query_params.get("protocol") == "beta" or BETA_SUBPROTOCOL in offered)
+        await serve_session(websocket, settings, responder, transcriber, pool, beta)
+
+    async def serve_session(ws: WebSocket, settings: Settings, responder: Responder,
+                            transcriber: Transcriber | None, pool: SileroModelPool, beta: bool) -> None:
+        outbox = QueueOutbox(rt.max_outbound_queue)
+        session = RealtimeSession(rt, responder, outbox, transcriber=transcriber, vad_pool=pool,
+                                  protocol="beta" if beta else "ga")
+        bucket = TokenBucket(rt.max_events_per_s)
+        session.limits = bucket.describe
+        metrics.SESSIONS_ACTIVE.inc()
+        metrics.SESSIONS_TOTAL.inc()
+        writer = asyncio.create_task(outbox.drain(ws))
+        overflow = asyncio.create_task(outbox.overflow.wait())
+        reader: asyncio.Task | None = None
+        try:
+            await session.start()  # before reading: the first appends need the VAD ready
+            reader = asyncio.create_task(read_loop(ws, session, bucket))
+            done, _ = await asyncio.wait({writer, reader, overflow}, return_when=asyncio.FIRST_COMPLETED)
+            if overflow in done:
+                metrics.SLOW_CLIENT_CLOSES.inc()
+                log.warning("realtime session %s: client too slow, closing", session.cfg.id)
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await ws.close(code=CLOSE_POLICY, reason="client too slow: outbound queue full")
+        finally:
+            tasks = [t for t in (writer, reader, overflow) if t is not None]
+            for t in tasks:
+                t.cancel()
+            await session.close()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            metrics.SESSIONS_ACTIVE.dec()
+
+    async def read_loop(ws: WebSocket, session: RealtimeSession, bucket: TokenBucket) -> None:
+        while True:
+            try:
+                msg = await ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if msg["type"] == "websocket.disconnect":
+                return
+            data = msg.get("text")
+            if data is None:
+                data = msg.get("bytes") or b""
+            if len(data) > rt.max_event_bytes:
+                session.error(ProtocolError("event_too_large",
+                                            f"event of {len(data)} bytes exceeds the limit of {rt.max_event_bytes}",
+                                            _peek_event_id(data)))
+                continue
+            if not bucket.take():
+                session.error(ProtocolError("rate_limit_exceeded",
+                                            f"more than {rt.max_events_per_s:g} events per second; event dropped",
+                                            _peek_event_id(data), type="rate_limit_error"))
+                continue
+            await session.handle(data)
+
+    return router

@@ -1,0 +1,68 @@
+"""Input audio transcription through the thinker's ASR prompt (language or dialect first, then text)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+ASR_MAX_TOKENS = 128  # a turn of speech is rarely longer; keeps a runaway tiny model bounded
+
+
+@runtime_checkable
+class Transcriber(Protocol):
+    def transcribe(self, audio: np.ndarray, language: str | None = None,
+                   prompt: str | None = None) -> AsyncIterator[str]:
+        """Stream the transcript of 16 kHz audio as text deltas (the language/dialect name first)."""
+        ...
+
+
+def asr_messages(audio: np.ndarray, language: str | None, prompt: str | None) -> list[dict[str, Any]]:
+    """The ASR chat prompt: the thinker's own helper when it exists, else the same wording here."""
+    try:
+        from omni_agent.model import processor as proc
+
+        helper = getattr(proc, "asr_messages", None)
+    except ImportError:
+        helper = None
+    if helper is not None:
+        messages = helper(audio, language)
+        if prompt:  # OpenAI's transcription "prompt": context for the recogniser
+            messages[0]["content"].insert(0, {"type": "text", "text": f"Context: {prompt}\n"})
+        return messages
+    hint = f" The speaker uses {language}." if language else ""
+    instruction = ("Please recognize the language (or dialect) of this speech first, then transcribe it."
+                   + hint + (f" Context: {prompt}" if prompt else ""))
+    return [{"role": "user", "content": [{"type": "text", "text": instruction},
+                                          {"type": "audio", "audio": audio}]}]
+
+
+class EngineTranscriber:
+    """ASR with the served thinker (greedy decoding)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    async def transcribe(self, audio: np.ndarray, language: str | None = None,
+                         prompt: str | None = None) -> AsyncIterator[str]:
+        from omni_agent.engine import GenerationRequest, SamplingParams
+
+        loop = asyncio.get_running_loop()
+        messages = asr_messages(audio, language, prompt)
+        # Mel features and tokenising are CPU work: off the event loop.
+        processed = await loop.run_in_executor(None, lambda: self.engine.processor(messages,
+                                                                                   add_generation_prompt=True))
+        request = GenerationRequest(request_id=f"asr_{uuid.uuid4().hex[:16]}", prompt=processed,
+                                    sampling=SamplingParams(temperature=0.0, max_tokens=ASR_MAX_TOKENS))
+        finished = False
+        try:
+            async for out in self.engine.generate(request):
+                if out.text:
+                    yield out.text
+                finished = out.finished
+        finally:
+            if not finished:
+                self.engine.abort(request.request_id)

@@ -1,0 +1,54 @@
+"""The real path: the serve command's app (tiny thinker + streaming TTS) answering a spoken turn."""
+
+import base64
+
+import pytest
+
+from omni_agent.realtime.testing import LiveServer, RealtimeClient, stream_audio, utterance
+from omni_agent.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def server():
+    from omni_agent.commands.serve import build_app
+
+    with LiveServer(build_app(Settings()), lifespan="on") as srv:
+        yield srv
+
+
+async def test_spoken_turn_with_the_tiny_model(server):
+    c = await RealtimeClient.connect(server.url)
+    await c.wait_for("session.created")
+    await c.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 8, "audio": {
+        "input": {"transcription": {"model": "omni-asr", "language": "en"}}}}})
+    await c.wait_for("session.updated")
+    await stream_audio(c, utterance("Hello, can you hear me?", 0.4, 1.0))
+    done = await c.wait_for("response.done", timeout=240)
+    assert done["response"]["status"] in ("completed", "incomplete")
+    audio = b"".join(base64.b64decode(e["delta"]) for e in c.of("response.output_audio.delta"))
+    assert len(audio) > 2 * 2400  # more than 100 ms of speech
+    assert done["response"]["usage"]["output_tokens"] == 8
+    assert done["response"]["latency"]["first_audio_ms"] > 0
+    # the input transcription ran through the thinker (gibberish with random weights, but it ran)
+    ev = await c.wait_for("conversation.item.input_audio_transcription.completed", timeout=120)
+    assert isinstance(ev["transcript"], str)
+    await c.close()
+
+
+async def test_barge_in_with_the_tiny_model(server):
+    c = await RealtimeClient.connect(server.url)
+    await c.wait_for("session.created")
+    await c.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 200}})
+    turn = utterance("Tell me a long story please.", 0.4, 1.0)
+    await stream_audio(c, turn)
+    created = await c.wait_for("response.created", timeout=120)
+    await c.wait_for("response.output_audio.delta", timeout=240)
+    await stream_audio(c, turn, realtime=1.0)
+    done = await c.wait_for("response.done", timeout=120)
+    assert done["response"]["id"] == created["response"]["id"]
+    assert done["response"]["status"] == "cancelled"
+    tr = await c.wait_for("conversation.item.truncated")
+    sent = sum(len(base64.b64decode(e["delta"])) // 2 for e in c.of("response.output_audio.delta")
+               if e["response_id"] == created["response"]["id"])
+    assert tr["audio_end_ms"] == sent * 1000 // 24000
+    await c.close()

@@ -24,10 +24,15 @@ def pcm16_bytes_to_float(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / PCM16_SCALE
 
 
+def float_to_int16(wave: np.ndarray) -> np.ndarray:
+    """float32 in [-1, 1] -> int16, rounded and clipped (the inverse of ``/ PCM16_SCALE``)."""
+    scaled = np.rint(np.asarray(wave, dtype=np.float32) * PCM16_SCALE)
+    return np.clip(scaled, -32768, 32767).astype(np.int16)
+
+
 def float_to_pcm16_bytes(wave: np.ndarray) -> bytes:
-    """float32 in [-1, 1] -> little-endian PCM16 bytes (clipped)."""
-    clipped = np.clip(np.asarray(wave, dtype=np.float32), -1.0, 1.0)
-    return (clipped * 32767.0).round().astype("<i2").tobytes()
+    """float32 in [-1, 1] -> little-endian PCM16 bytes (clipped); exact inverse of ``pcm16_bytes_to_float``."""
+    return float_to_int16(wave).astype("<i2").tobytes()
 
 
 @lru_cache(maxsize=16)
@@ -56,14 +61,12 @@ _MU = 255.0
 
 
 def mulaw_encode(wave: np.ndarray) -> bytes:
-    """float32 [-1, 1] -> G.711 mu-law bytes (via the 14-bit linear segment table)."""
-    pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int32)
-    sign = np.where(pcm < 0, 0x80, 0x00)
-    mag = np.minimum(np.abs(pcm), 32635) + 0x84  # bias 132, clip per G.711
-    exponent = np.floor(np.log2(mag)).astype(np.int32) - 7
-    exponent = np.clip(exponent, 0, 7)
-    mantissa = (mag >> (exponent + 3)) & 0x0F
-    byte = ~(sign | (exponent << 4) | mantissa) & 0xFF
+    """float32 [-1, 1] -> G.711 mu-law bytes, bit-exact with the ITU/Sun reference (``audioop.lin2ulaw``)."""
+    pcm = float_to_int16(wave).astype(np.int32) >> 2  # 14-bit, floored like the reference code
+    mask = np.where(pcm < 0, 0x7F, 0xFF)
+    mag = np.minimum(np.abs(pcm), 8159) + 33  # clip, then add the bias (33 in 14-bit units)
+    seg = np.clip(np.floor(np.log2(mag)).astype(np.int32) - 5, 0, 7)
+    byte = np.where(mag > 0x1FFF, 0x7F, (seg << 4) | ((mag >> (seg + 1)) & 0x0F)) ^ mask
     return byte.astype(np.uint8).tobytes()
 
 
@@ -80,7 +83,7 @@ def mulaw_decode(data: bytes) -> np.ndarray:
 
 def alaw_encode(wave: np.ndarray) -> bytes:
     """float32 [-1, 1] -> G.711 A-law bytes."""
-    pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int32) >> 3  # 13-bit
+    pcm = float_to_int16(wave).astype(np.int32) >> 3  # 13-bit
     sign = np.where(pcm >= 0, 0x80, 0x00)
     mag = np.minimum(np.where(pcm >= 0, pcm, -pcm - 1), 0x0FFF)
     exponent = np.where(mag < 32, 0, np.floor(np.log2(np.maximum(mag, 1))).astype(np.int32) - 4)

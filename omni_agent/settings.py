@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "OMNI_AGENT_"
 ENV_NESTING = "__"
@@ -77,10 +77,16 @@ class RealtimeSettings(_Section):
 class AgentSettings(_Section):
     max_steps: int = Field(8, ge=1)
     """Most think/tool rounds in one response."""
-    checkpoint_db: str = "omni-agent-sessions.sqlite"
-    """SQLite file for the agent graph's checkpoints (sessions survive restarts)."""
+    checkpoint_db: str = Field("~/.local/share/omni-agent/sessions.sqlite", validate_default=True)
+    """SQLite file for the agent graph's checkpoints (sessions survive restarts); ``~`` is expanded.
+    Artifacts (generated images, user audio) go to a folder beside it."""
     tool_timeout_s: float = Field(300.0, gt=0)
     """A tool call that runs longer is reported to the model as failed."""
+
+    @field_validator("checkpoint_db")
+    @classmethod
+    def _expand_home(cls, v: str) -> str:
+        return os.path.expanduser(v)
 
 
 class Settings(_Section):

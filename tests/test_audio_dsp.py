@@ -21,11 +21,26 @@ def _tone(sr=8000, seconds=0.5, f=440.0, amp=0.5):
     return (amp * np.sin(2 * np.pi * f * t)).astype(np.float32)
 
 
-def test_pcm16_round_trip_is_exact_on_the_grid():
-    ints = np.arange(-32767, 32768, 97, dtype=np.int16)
-    wave = ints.astype(np.float32) / 32767.0
-    back = np.frombuffer(float_to_pcm16_bytes(wave), dtype="<i2")
+def test_pcm16_round_trip_is_exact():
+    ints = np.arange(-32768, 32768, dtype=np.int32).astype("<i2")
+    back = np.frombuffer(float_to_pcm16_bytes(pcm16_bytes_to_float(ints.tobytes())), dtype="<i2")
     assert np.array_equal(back, ints)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("law", ["ulaw", "alaw"])
+def test_g711_bit_exact_with_reference(law):
+    audioop = pytest.importorskip("audioop")  # the CPython reference codec (removed in 3.13)
+    pcm = np.arange(-32768, 32768, dtype=np.int32).astype("<i2").tobytes()
+    wave = pcm16_bytes_to_float(pcm)
+    if law == "ulaw":
+        assert mulaw_encode(wave) == audioop.lin2ulaw(pcm, 2)
+        codes = bytes(range(256))
+        assert float_to_pcm16_bytes(mulaw_decode(codes)) == audioop.ulaw2lin(codes, 2)
+    else:
+        assert alaw_encode(wave) == audioop.lin2alaw(pcm, 2)
+        codes = bytes(range(256))
+        assert float_to_pcm16_bytes(alaw_decode(codes)) == audioop.alaw2lin(codes, 2)
 
 
 def test_odd_pcm_bytes_rejected():

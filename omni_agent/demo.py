@@ -44,6 +44,7 @@ async def _voice_turn(url: str, out: Path) -> str:
         await client.send({"type": "session.update", "session": {
             "type": "realtime", "output_modalities": ["audio"],
             "max_output_tokens": 40,  # random weights babble until the cap: keep the reply short
+            "tool_choice": "none",  # a plain voice turn (think -> speak); random weights pick tools at random
             "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
                                 "transcription": {"model": "omni-agent", "language": "en"}}}}})
         await client.wait_for("session.updated")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import pytest_asyncio
 from langchain_core.messages import HumanMessage, ToolMessage
@@ -158,7 +160,10 @@ async def test_responder_from_settings_voice_turn(engine, tmp_path):
     assert any(isinstance(e, TextDelta) for e in events)
     audio = [e for e in events if isinstance(e, AudioDelta)]
     assert audio and sum(len(a.pcm) for a in audio) > 0
-    assert isinstance(events[-1], ResponseFinished) and events[-1].status == "completed"
+    fin = events[-1]
+    assert isinstance(fin, ResponseFinished) and fin.usage.output_tokens > 0
+    # a 6-token answer is usually cut: "incomplete" like DirectResponder's (OpenAI: max_output_tokens)
+    assert fin.status == "completed" or (fin.status, fin.reason) == ("incomplete", "max_output_tokens")
 
 
 async def test_spoken_answer_feeds_thinker_states_to_the_talker(engine, saver):
@@ -187,3 +192,40 @@ async def test_spoken_answer_feeds_thinker_states_to_the_talker(engine, saver):
     events = await collect(runner.turn("e6", [HumanMessage("say hi")], RunContext(modalities=("audio",))))
     assert any(e["type"] == "audio" for e in events) and events[-1]["status"] == "answered"
     assert seen and all(s[-1] == engine.thinker.hidden_size for s in seen)
+
+
+async def test_response_usage_sums_the_turns_engine_requests(engine, saver):
+    """ResponseFinished carries the engine's token counts summed over every model call of the turn."""
+    from omni_agent.agent.artifacts import ArtifactStore
+    from omni_agent.agent.responder import AgentResponder
+    from omni_agent.realtime.responder import Conversation, ResponseFinished, ResponseOptions
+
+    calls: list = []
+    graph = build_graph(model(engine), [add_tool(calls)], saver, max_steps=1)
+    responder = AgentResponder(AgentRunner(graph, max_steps=1), ArtifactStore())
+    outputs: list = []
+    real = engine.generate
+
+    async def counting(request):  # what the engine itself reported for each request of the turn
+        last = None
+        async for out in real(request):
+            last = out
+            yield out
+        outputs.append(last)
+
+    engine.generate = counting
+    try:
+        conv = Conversation(messages=[{"role": "user", "content": "what is 2 + 3?"}],
+                            items=[{"id": "u_usage", "type": "message", "role": "user",
+                                    "content": [{"type": "input_text", "text": "what is 2 + 3?"}]}])
+        events = [e async for e in responder.respond(conv, ResponseOptions(modalities=("text",), tool_choice="add"),
+                                                     asyncio.Event())]
+    finally:
+        del engine.generate
+    fin = events[-1]
+    assert isinstance(fin, ResponseFinished) and fin.status in ("completed", "incomplete")
+    assert len(calls) == 1 and len(outputs) >= 2  # arguments, then the answer after the tool result
+    assert fin.usage.input_tokens == sum(o.prompt_tokens for o in outputs) > 0
+    assert fin.usage.output_tokens == sum(o.completion_tokens for o in outputs) > 0
+    assert fin.usage.cached_tokens == sum(o.cached_tokens for o in outputs)
+    assert fin.usage.cached_tokens > 0  # the answer request reuses the arguments request's prefix

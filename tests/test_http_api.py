@@ -42,11 +42,14 @@ def start_app(app) -> tuple[uvicorn.Server, threading.Thread, str]:
 
 
 @pytest.fixture(scope="module")
-def live():
-    settings = Settings.model_validate({"engine": {"kv_cache_mb": 16, "default_max_tokens": 16}})
+def live(tmp_path_factory):
+    db = tmp_path_factory.mktemp("sessions") / "sessions.sqlite"
+    settings = Settings.model_validate({"engine": {"kv_cache_mb": 16, "default_max_tokens": 16},
+                                        "agent": {"checkpoint_db": str(db)}})
     engine = AsyncEngine.from_settings(settings)
-    server, thread, url = start_server(settings, engine)
-    yield SimpleNamespace(url=url, engine=engine,
+    app = create_app(settings, engine)
+    server, thread, url = start_app(app)
+    yield SimpleNamespace(url=url, engine=engine, responder=app.state.responder,
                           client=openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0))
     server.should_exit = True
     thread.join(10)
@@ -222,8 +225,9 @@ def test_client_disconnect_frees_cache(live):
     assert live.engine.stats()["kv_blocks_used"] == 0
 
 
-def test_api_key_required_when_set():
-    settings = Settings.model_validate({"server": {"api_key": "sekrit"}, "engine": {"kv_cache_mb": 4}})
+def test_api_key_required_when_set(tmp_path):
+    settings = Settings.model_validate({"server": {"api_key": "sekrit"}, "engine": {"kv_cache_mb": 4},
+                                        "agent": {"checkpoint_db": str(tmp_path / "s.sqlite")}})
     engine = AsyncEngine.from_settings(settings)
     server, thread, url = start_server(settings, engine)
     try:
@@ -253,3 +257,70 @@ def test_video_extension_part(live):
     assert answers[0].usage.prompt_tokens > 100
     assert answers[1].usage.prompt_tokens_details.cached_tokens > 0
     assert live.engine.stats()["encoder_calls"] == before + 1  # the second question reused the video
+
+
+def on_server(live, coro):
+    """Run ``coro`` on the server's event loop (the session database belongs to it)."""
+    return asyncio.run_coroutine_threadsafe(coro, live.engine._loop).result(30)
+
+
+def test_chat_turns_run_through_the_agent_graph(live):
+    kw = dict(model="tiny", max_tokens=4, temperature=0)
+    first = live.client.chat.completions.create(messages=[{"role": "user", "content": "Remember: blue."}],
+                                                user="sess-http-1", **kw)
+    msgs = on_server(live, live.responder.runner.messages("sess-http-1"))
+    assert [m.type for m in msgs] == ["human", "ai"]  # the graph's checkpoint of a plain turn (think)
+    assert msgs[1].content.strip() == first.choices[0].message.content.strip()
+    # same session (by header this time): the request carries only the new message, the graph the history
+    second = httpx.post(live.url + "/v1/chat/completions", headers={"X-Session-Id": "sess-http-1"}, json={
+        **kw, "messages": [{"role": "user", "content": "Which colour?"}]}, timeout=60).json()
+    msgs = on_server(live, live.responder.runner.messages("sess-http-1"))
+    assert [m.type for m in msgs] == ["human", "ai", "human", "ai"]
+    assert msgs[0].content == "Remember: blue." and msgs[2].content == "Which colour?"
+    alone = live.client.chat.completions.create(messages=[{"role": "user", "content": "Which colour?"}], **kw)
+    assert second["usage"]["prompt_tokens"] > alone.usage.prompt_tokens  # the history was in the prompt
+    # without a session id a request is stateless: the same request again sees the same prompt
+    again = live.client.chat.completions.create(messages=[{"role": "user", "content": "Which colour?"}], **kw)
+    assert again.usage.prompt_tokens == alone.usage.prompt_tokens
+    assert again.choices[0].message.content == alone.choices[0].message.content
+
+
+def test_server_side_tools_are_not_offered_over_http(live):
+    tools = [{"type": "function", "function": {"name": "noop", "parameters": {"type": "object", "properties": {}}}}]
+    r = live.client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Draw a cat."}],
+                                            tools=tools, tool_choice="required", max_tokens=50)
+    assert [c.function.name for c in r.choices[0].message.tool_calls] == ["noop"]  # never generate_image
+    assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0  # decide + arguments requests
+    bad = httpx.post(live.url + "/v1/chat/completions", json={
+        "model": "tiny", "messages": [{"role": "user", "content": "Draw a cat."}], "tools": tools,
+        "tool_choice": {"type": "function", "function": {"name": "generate_image"}}})
+    assert bad.status_code == 400 and bad.json()["error"]["message"]
+
+
+def test_client_tool_round_trip_in_a_session(live):
+    tools = [{"type": "function", "function": {"name": "get_forecast", "parameters": Forecast.model_json_schema()}}]
+    history = [{"role": "user", "content": "Weather in Paris?"}]
+    r = live.client.chat.completions.create(model="tiny", messages=history, tools=tools, tool_choice="required",
+                                            user="sess-tools", max_tokens=4)
+    call = r.choices[0].message.tool_calls[0]  # returned to the client, not run on the server
+    history += [r.choices[0].message.model_dump(exclude_none=True),
+                {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'}]
+    answer = live.client.chat.completions.create(model="tiny", messages=history, tools=tools, tool_choice="none",
+                                                 user="sess-tools", max_tokens=4)
+    assert answer.choices[0].finish_reason in ("stop", "length") and answer.choices[0].message.content is not None
+    msgs = on_server(live, live.responder.runner.messages("sess-tools"))
+    assert [m.type for m in msgs] == ["human", "ai", "tool", "ai"]
+    assert msgs[1].tool_calls[0]["id"] == call.id and msgs[2].tool_call_id == call.id
+
+
+def test_http_media_parts_keep_their_order_and_text(live):
+    content = [{"type": "image_url", "image_url": {"url": png_data_url(5)}},
+               {"type": "input_audio", "input_audio": {"data": wav_b64(), "format": "wav"}},
+               {"type": "text", "text": "What is in the picture?"}]
+    live.client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": content}],
+                                        user="sess-media", max_tokens=2)
+    human = on_server(live, live.responder.runner.messages("sess-media"))[0]
+    # media by reference in their places; the text next to a recording is still asked
+    assert [p["type"] for p in human.content] == ["image", "audio", "text"]
+    assert human.content[2]["text"] == "What is in the picture?"
+    assert all(p["artifact_id"].startswith("art_") for p in human.content[:2])

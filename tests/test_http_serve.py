@@ -19,11 +19,12 @@ def test_serve_flags_feed_settings():
     assert args.func is serve.run
 
 
-def test_build_app_serves():
+def test_build_app_serves(tmp_path):
     from omni_agent.settings import Settings
     from tests.test_http_api import start_app
 
-    settings = Settings.model_validate({"engine": {"kv_cache_mb": 4}})
+    settings = Settings.model_validate({"engine": {"kv_cache_mb": 4},
+                                        "agent": {"checkpoint_db": str(tmp_path / "s.sqlite")}})
     server, thread, url = start_app(serve.build_app(settings))
     try:
         assert httpx.get(url + "/health").json()["status"] == "ok"

@@ -19,7 +19,7 @@ def server():
 async def test_spoken_turn_with_the_tiny_model(server):
     c = await RealtimeClient.connect(server.url)
     await c.wait_for("session.created")
-    await c.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 8, "audio": {
+    await c.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 8, "tool_choice": "none", "audio": {
         "input": {"transcription": {"model": "omni-asr", "language": "en"}}}}})
     await c.wait_for("session.updated")
     await stream_audio(c, utterance("Hello, can you hear me?", 0.4, 1.0))
@@ -27,7 +27,7 @@ async def test_spoken_turn_with_the_tiny_model(server):
     assert done["response"]["status"] in ("completed", "incomplete")
     audio = b"".join(base64.b64decode(e["delta"]) for e in c.of("response.output_audio.delta"))
     assert len(audio) > 2 * 2400  # more than 100 ms of speech
-    assert done["response"]["usage"]["output_tokens"] == 8
+    assert 0 < done["response"]["usage"]["output_tokens"] <= 8  # max_output_tokens bounds the whole turn
     assert done["response"]["latency"]["first_audio_ms"] > 0
     # the input transcription ran through the thinker (gibberish with random weights, but it ran)
     ev = await c.wait_for("conversation.item.input_audio_transcription.completed", timeout=120)
@@ -38,7 +38,7 @@ async def test_spoken_turn_with_the_tiny_model(server):
 async def test_barge_in_with_the_tiny_model(server):
     c = await RealtimeClient.connect(server.url)
     await c.wait_for("session.created")
-    await c.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 200}})
+    await c.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 200, "tool_choice": "none"}})
     turn = utterance("Tell me a long story please.", 0.4, 1.0)
     await stream_audio(c, turn)
     created = await c.wait_for("response.created", timeout=120)

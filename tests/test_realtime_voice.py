@@ -130,7 +130,7 @@ async def test_history_feeds_the_next_turn_and_conversation_ops():
         await c.send({"type": "response.create", "response": {"instructions": "Be verbose.", "temperature": 0.3}})
         await c.wait_for("response.done", count=2)
         conv, opts = responder.calls[1]
-        assert conv.messages == [
+        assert [{k: v for k, v in m.items() if k != "item_id"} for m in conv.messages] == [
             {"role": "system", "content": "Be verbose."}, {"role": "user", "content": "Hi!"},
             {"role": "assistant", "content": "hello there. " * 2}, {"role": "user", "content": "More?"}]
         assert opts.temperature == 0.3 and opts.modalities == ("text",)
@@ -148,7 +148,8 @@ async def test_history_feeds_the_next_turn_and_conversation_ops():
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "aside"}]}]}})
         d3 = await c.wait_for("response.done", count=3)
         assert d3["response"]["conversation_id"] is None
-        assert responder.calls[2][0].messages[-1] == {"role": "user", "content": "aside"}
+        assert responder.calls[2][0].messages[-1] == {"role": "user", "content": "aside",
+                                                      "item_id": responder.calls[2][0].items[-1]["id"]}
         assert "u1" not in [m.get("id") for m in responder.calls[2][0].items]
         await c.close()
 

@@ -81,6 +81,10 @@ class EngineChatModel:
 
                 audio = load_audio(self.artifacts, ref)
             return {"type": "audio", "audio": audio} if audio is not None else None
+        if part.get("type") == "video":
+            from omni_agent.agent.media import video_prompt_part
+
+            return video_prompt_part(part)  # None once the clip is gone (evicted, restart)
         return None
 
     def _content(self, content: Any, request: ModelRequest) -> str | list[dict[str, Any]]:
@@ -131,36 +135,52 @@ class EngineChatModel:
 
     async def _complete(self, messages: list[dict[str, Any]], *, schema: dict[str, Any] | None, max_tokens: int,
                         on_delta: Any = None, temperature: float | None = None,
-                        on_hidden: Any = None) -> tuple[str, dict[str, int]]:
+                        on_hidden: Any = None, sampling: dict[str, Any] | None = None,
+                        cancel: Any = None) -> tuple[str, dict[str, Any]]:
         import asyncio
 
         from omni_agent.engine import GenerationRequest, SamplingParams
 
         # Tokenising (and encoding media) is CPU work: keep the event loop free.
         prompt = await asyncio.to_thread(self.engine.processor, messages, add_generation_prompt=True)
-        sampling = SamplingParams(temperature=self.temperature if temperature is None else temperature,
-                                  max_tokens=max_tokens, seed=self.seed, json_schema=schema)
-        req = GenerationRequest(request_id="agent_" + uuid.uuid4().hex[:16], prompt=prompt, sampling=sampling,
+        params = SamplingParams(temperature=self.temperature if temperature is None else temperature,
+                                max_tokens=max_tokens, seed=self.seed, json_schema=schema)
+        for key, value in (sampling or {}).items():
+            setattr(params, key, value)
+        req = GenerationRequest(request_id="agent_" + uuid.uuid4().hex[:16], prompt=prompt, sampling=params,
                                 return_hidden=on_hidden is not None)
-        text, usage = [], {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0}
-        async for out in self.engine.generate(req):
-            if on_hidden is not None and out.hidden is not None:
-                on_hidden(out.hidden)  # before the text: the states belong to the sentence being written
-            if out.text:
-                text.append(out.text)
-                if on_delta is not None:
-                    on_delta(out.text)
-            usage = {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-                     "cached_tokens": out.cached_tokens}
-            if getattr(out, "error", None):  # a request that failed inside the engine
-                raise RuntimeError(out.error)
+        text: list[str] = []
+        usage: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0}
+        rid = req.request_id
+
+        async def abort_on_cancel() -> None:
+            await cancel.wait()  # the run was cancelled (barge-in, client gone): free the engine request now
+            self.engine.abort(rid)
+
+        # Do not rely on task cancellation reaching this coroutine through the graph's own tasks.
+        watcher = asyncio.create_task(abort_on_cancel()) if cancel is not None else None
+        try:
+            async for out in self.engine.generate(req):
+                if on_hidden is not None and out.hidden is not None:
+                    on_hidden(out.hidden)  # before the text: the states belong to the sentence being written
+                if out.text:
+                    text.append(out.text)
+                    if on_delta is not None:
+                        on_delta(out.text)
+                usage = {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
+                         "cached_tokens": out.cached_tokens, "finish_reason": out.finish_reason}
+                if getattr(out, "error", None):  # a request that failed inside the engine
+                    raise RuntimeError(out.error)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
         return "".join(text), usage
 
     async def agenerate(self, request: ModelRequest) -> ModelTurn:
         messages = self.render(request)
         names = [t["name"] for t in request.tools]
         choice = request.tool_choice
-        usage: dict[str, int] = {}
+        usage: dict[str, Any] = {}
         if not names or choice == "none":
             name = None
         elif choice in names:
@@ -169,20 +189,30 @@ class EngineChatModel:
             options = names if choice == "required" else [*names, ANSWER]
             schema = {"type": "object", "properties": {"tool": {"enum": options}}, "required": ["tool"],
                       "additionalProperties": False}
-            raw, usage = await self._complete(messages, schema=schema, max_tokens=64)
+            raw, usage = await self._complete(messages, schema=schema, max_tokens=64, cancel=request.cancel)
             name = json.loads(raw)["tool"]
             name = None if name == ANSWER else name
         if name is None:
             text, u = await self._complete(messages, schema=None, max_tokens=request.max_tokens or self.max_tokens,
                                            on_delta=request.on_text, temperature=request.temperature,
-                                           on_hidden=request.on_hidden)
-            return ModelTurn(text=text.strip() or text, usage=u or usage)
+                                           on_hidden=request.on_hidden, sampling=request.sampling,
+                                           cancel=request.cancel)
+            return ModelTurn(text=text.strip() or text, usage=_add_usage(usage, u),
+                             finish_reason=u.get("finish_reason"))
         spec = next(t for t in request.tools if t["name"] == name)
         call_id = "call_" + uuid.uuid4().hex[:20]
         hint = {"role": "user", "content": f"Call {name}. Reply with its arguments as one JSON object."}
         raw, u = await self._complete(messages + [hint], schema=spec.get("parameters") or {"type": "object"},
                                       max_tokens=self.max_arg_tokens,
-                                      on_delta=lambda d: request.on_args(call_id, name, d))
-        return ModelTurn(tool_calls=[ModelToolCall(name, json.loads(raw), id=call_id)], usage=u)
+                                      on_delta=lambda d: request.on_args(call_id, name, d), cancel=request.cancel)
+        return ModelTurn(tool_calls=[ModelToolCall(name, json.loads(raw), id=call_id)], usage=_add_usage(usage, u))
+
+
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "cached_tokens")
+
+
+def _add_usage(*parts: dict[str, Any]) -> dict[str, int]:
+    """Token counts summed over a step's engine requests (decide + arguments/answer)."""
+    return {k: sum(int(p.get(k) or 0) for p in parts) for k in USAGE_KEYS}
 
 

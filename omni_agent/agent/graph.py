@@ -63,7 +63,14 @@ class RunContext:
     temperature: float | None = None
     """Sampling temperature for the model (None: the model's default)."""
     max_output_tokens: int | None = None
-    """Longest text answer per think step (None: the model's default)."""
+    """Output-token budget of the whole run, tool calls included, as OpenAI's ``max_output_tokens``
+    (None: the model's default per think step)."""
+    tokens_out: int = 0
+    """Output tokens the run's think steps have spent so far (counted against ``max_output_tokens``)."""
+    sampling: dict[str, Any] | None = None
+    """Extra engine sampling fields for answers (HTTP ``seed``, ``top_p``, ``stop``, ...)."""
+    server_tools: bool = True
+    """Offer the server's own tools (images, GUI); the HTTP chat route offers only the client's."""
     speech: SpeechPipe | None = None
     """Set by think when it starts speaking; drained by speak."""
 
@@ -100,9 +107,10 @@ class AgentGraph:
     # --- helpers -----------------------------------------------------------------------------
 
     def _all_tools(self, ctx: RunContext) -> dict[str, Tool]:
+        own = self.tools if ctx.server_tools else {}
         if not ctx.client_tools:
-            return self.tools
-        return {**self.tools, **index_tools(ctx.client_tools)}
+            return own
+        return {**own, **index_tools(ctx.client_tools)}
 
     def _images_for(self, state: AgentState) -> dict[str, Any]:
         images: dict[str, Any] = {}
@@ -131,6 +139,10 @@ class AgentGraph:
         if steps >= self.config.max_steps:
             choice = "none"  # step limit: answer with what we have
 
+        budget = None if ctx.max_output_tokens is None else ctx.max_output_tokens - ctx.tokens_out
+        if budget is not None and budget <= 0:  # the run spent its output budget on tool calls
+            write({"type": "usage", "finish_reason": "length"})
+            return {"status": "answered"}
         speaking = "audio" in ctx.modalities and self.tts is not None
 
         def pipe() -> SpeechPipe:
@@ -155,9 +167,12 @@ class AgentGraph:
             tools=[t.spec() for t in tools.values()] if choice != "none" else [],
             tool_choice=choice, observation=state.get("observation"), images=self._images_for(state),
             on_text=on_text, on_args=on_args, cancel=ctx.cancel, instructions=ctx.instructions,
-            temperature=ctx.temperature, max_tokens=ctx.max_output_tokens,
-            on_hidden=on_hidden if speaking and self.speak_hidden else None)
+            temperature=ctx.temperature, max_tokens=budget,
+            on_hidden=on_hidden if speaking and self.speak_hidden else None, sampling=ctx.sampling)
         turn = await self.model.agenerate(request)
+        ctx.tokens_out += int((turn.usage or {}).get("completion_tokens") or 0)
+        if turn.usage or turn.finish_reason:  # the responder sums these over the turn's model calls
+            write({"type": "usage", **turn.usage, "finish_reason": turn.finish_reason})
         calls = [{"id": c.id, "name": c.name, "args": c.arguments} for c in turn.tool_calls]
         for c in calls:
             write({"type": "call_done", "call_id": c["id"], "name": c["name"], "arguments": c["args"]})

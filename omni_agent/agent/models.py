@@ -39,6 +39,9 @@ class ModelTurn:
     text: str = ""
     tool_calls: list[ModelToolCall] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
+    """``prompt_tokens``, ``completion_tokens``, ``cached_tokens`` summed over the step's engine requests."""
+    finish_reason: str | None = None
+    """Why the answer ended (``stop``, ``length``); None for tool calls and models that do not say."""
 
 
 def _noop_text(_: str) -> None:
@@ -70,6 +73,9 @@ class ModelRequest:
     on_hidden: Callable[[Any], None] | None = None
     """Set when the answer is spoken: receives the thinker's hidden states ``[t, D]`` of the answer
     tokens (they condition the talker). Models without hidden states ignore it."""
+    sampling: dict[str, Any] | None = None
+    """Extra ``SamplingParams`` fields for the answer (HTTP: ``seed``, ``top_p``, ``top_k``, ``stop``,
+    ``stop_token_ids``, ``repetition_penalty``). Models without an engine ignore it."""
 
 
 class ChatModel(Protocol):

@@ -33,7 +33,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemM
 
 from omni_agent.agent.artifacts import ArtifactStore
 from omni_agent.agent.graph import RunContext, build_graph
-from omni_agent.agent.media import store_audio
+from omni_agent.agent.media import remember_clip, store_audio, user_parts
 from omni_agent.agent.runner import AgentRunner
 from omni_agent.agent.tools import Tool, client_tools
 from omni_agent.realtime.responder import (
@@ -192,19 +192,8 @@ class AgentResponder:
         text = _item_text(item)
         if item.get("role") == "system":
             return SystemMessage(content=text, id=iid)
-        parts: list[dict[str, Any]] = []
-        content = msg.get("content") if msg else None
-        if isinstance(content, list):
-            for p in content:
-                if p.get("type") == "audio" and p.get("audio") is not None:
-                    parts.append({"type": "audio", "artifact_id": store_audio(self.artifacts, p["audio"])})
-                elif p.get("type") == "image" and p.get("image") is not None:
-                    ref = self.artifacts.put_image(p["image"], kind="input")
-                    parts.append({"type": "image", "artifact_id": ref.id})
-                    parts.append({"type": "text", "text": f"[image id: {ref.id}]"})
+        parts = user_parts(self.artifacts, msg.get("content") if msg else None, text)
         if parts:
-            if not any(p["type"] == "audio" for p in parts) and text:
-                parts.append({"type": "text", "text": text})
             return HumanMessage(content=parts, id=iid, additional_kwargs={"transcript": text} if text else {})
         return HumanMessage(content=text, id=iid)
 
@@ -277,16 +266,51 @@ class AgentResponder:
                 out.append(AIMessage(content=_item_text(item)))
             elif m.get("role") == "tool":
                 out.append(ToolMessage(content=str(content), tool_call_id=m.get("tool_call_id", "")))
+            elif m.get("role") == "system":
+                out.append(SystemMessage(content=_item_text(item)))
             else:
-                item["id"] = None
-                out.append(self._user_message(item, m))
+                out.append(self._chat_user(content))
         return out
+
+    def _chat_user(self, content: Any) -> HumanMessage:
+        """An HTTP user message (processor format) -> a message that keeps its media by reference.
+
+        Unlike a realtime item (where the audio is the question and its transcript only a note) every
+        part counts and keeps its place: the text next to a recording is asked, and a video first stays
+        the prompt's shared prefix. Image ids stay out of the prompt (HTTP offers no image tools), so the
+        same request gets the same prompt and reuses its cached prefix.
+        """
+        if not isinstance(content, list):
+            return HumanMessage(content=content or "")
+        parts: list[dict[str, Any]] = []
+        for p in content:
+            kind = p.get("type")
+            if kind == "text":
+                parts.append({"type": "text", "text": p.get("text", "")})
+            elif kind == "image" and p.get("image") is not None:
+                parts.append({"type": "image", "artifact_id": self.artifacts.put_image(p["image"], kind="input").id})
+            elif kind == "audio" and p.get("audio") is not None:
+                parts.append({"type": "audio", "artifact_id": store_audio(self.artifacts, p["audio"])})
+            elif kind == "video" and p.get("video") is not None:
+                parts.append({"type": "video", "video_id": remember_clip(p["video"])})
+        return HumanMessage(content=parts)
 
     # --- respond ------------------------------------------------------------------------------
 
-    async def respond(self, conversation: Conversation, options: ResponseOptions, cancel: asyncio.Event
+    async def respond(self, conversation: Conversation, options: ResponseOptions, cancel: asyncio.Event, *,
+                      sampling: dict[str, Any] | None = None, server_tools: bool = True
                       ) -> AsyncIterator[ResponseEvent]:
-        """Run the graph for one response (see the module docstring)."""
+        """Run the graph for one response (see the module docstring).
+
+        Args:
+            conversation: The history (realtime items, or the HTTP request's messages).
+            options: Modalities, tools, tool choice, temperature, token limit, ``session_id`` metadata.
+            cancel: Set to stop the response.
+            sampling: Extra engine ``SamplingParams`` fields for the answer (the HTTP route's ``seed``,
+                ``top_p``, ``stop``, ...); not part of the realtime protocol.
+            server_tools: Offer the server's own tools (image generation, GUI); the HTTP chat route
+                offers only the tools the client declared.
+        """
         t0 = time.perf_counter()
         await self._ensure()
         sid, persistent = session_id_of(conversation, options)
@@ -294,7 +318,8 @@ class AgentResponder:
         ctx = RunContext(cancel=cancel, modalities=tuple(options.modalities), voice=options.voice,
                          tool_choice=options.tool_choice or "auto", client_tools=declared,
                          instructions=self._instructions(conversation), temperature=options.temperature,
-                         max_output_tokens=options.max_output_tokens)
+                         max_output_tokens=options.max_output_tokens, sampling=sampling,
+                         server_tools=server_tools)
         try:
             values, pending = await self.runner.snapshot(sid) if persistent else ({}, [])
             pending_calls = {p["call_id"] for p in pending}
@@ -344,6 +369,8 @@ class AgentResponder:
         stop = asyncio.create_task(cancel.wait())
         finished: dict[str, Any] | None = None
         error: str | None = None
+        usage = Usage()
+        finish_reason: str | None = None
         try:
             while True:
                 get = asyncio.create_task(queue.get())
@@ -381,6 +408,11 @@ class AgentResponder:
                 elif kind == "confirmation":
                     action = f"{ev['tool']}({json.dumps(ev['arguments'], ensure_ascii=False)})"
                     yield ConfirmationRequest(ev["call_id"], action, ev["reason"])
+                elif kind == "usage":  # one per model call: the turn's usage is their sum
+                    usage.input_tokens += int(ev.get("prompt_tokens") or 0)
+                    usage.output_tokens += int(ev.get("completion_tokens") or 0)
+                    usage.cached_tokens += int(ev.get("cached_tokens") or 0)
+                    finish_reason = ev.get("finish_reason")
                 elif kind == "finished":
                     finished = ev
                 elif kind == "error":
@@ -393,8 +425,10 @@ class AgentResponder:
                     await task
         latency["total_ms"] = (time.perf_counter() - t0) * 1000
         if error is not None:
-            yield ResponseFinished("failed", error, Usage(), latency)
+            yield ResponseFinished("failed", error, usage, latency)
         elif cancel.is_set() and finished is None:
-            yield ResponseFinished("cancelled", "client_cancelled", Usage(), latency)
+            yield ResponseFinished("cancelled", "client_cancelled", usage, latency)
+        elif finish_reason == "length" and finished is not None and finished.get("status") == "answered":
+            yield ResponseFinished("incomplete", "max_output_tokens", usage, latency)  # the answer was cut
         else:
-            yield ResponseFinished("completed", None, Usage(), latency)
+            yield ResponseFinished("completed", None, usage, latency)

@@ -68,7 +68,9 @@ async def _turns(url: str, n: int, turn: np.ndarray) -> tuple[list[float], list[
     first_audio, overhead = [], []
     c = await RealtimeClient.connect(url)
     await c.wait_for("session.created")
-    await c.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 24}})
+    # a plain voice turn (think -> speak): random weights would otherwise pick tools at random
+    await c.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 24,
+                                                        "tool_choice": "none"}})
     await c.wait_for("session.updated")
     for k in range(n):
         await _stream(c, turn)
@@ -119,6 +121,7 @@ async def _sustained(url: str, n: int, window_s: float) -> bool:
         c = await RealtimeClient.connect(url)
         await c.wait_for("session.created", timeout=60)
         await c.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 64,
+                                                            "tool_choice": "none",
                                                             "audio": {"input": {"turn_detection": None}}}})
         await c.send({"type": "conversation.item.create", "item": {
             "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}]}})

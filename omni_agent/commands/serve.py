@@ -22,31 +22,30 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
-    """Engine + app with every router mounted. The one place other parts plug their routes in."""
+    """Engine + app with every router mounted. The one place other parts plug their routes in.
+
+    Every response, realtime or HTTP, comes from the agent graph (``AgentResponder``). All parts are
+    mounted unconditionally: a part that fails to import or build stops the server loudly.
+    """
+    from audio.tts import StreamingTTS
+    from omni_agent.agent.artifacts import artifacts_router
+    from omni_agent.agent.responder import AgentResponder
     from omni_agent.engine import AsyncEngine
+    from omni_agent.realtime.routes import realtime_router
+    from omni_agent.server import files
     from omni_agent.server.app import create_app
 
     engine = AsyncEngine.from_settings(settings)
-    extra_routers = []
-    # Mount points for the other parts' routers (realtime websocket, /v1/files): each is optional so
-    # that the server runs while a part is not there yet.
-    file_resolver = None
-    try:
-        from omni_agent.server import files
-
-        extra_routers.append(files.files_router(settings))
-        file_resolver = getattr(files, "resolve_file", None)
-    except (ImportError, AttributeError) as e:
-        log.debug("files router not mounted: %s", e)
-    try:
-        from audio.tts import StreamingTTS
-        from omni_agent.realtime.routes import realtime_router
-
-        tts = StreamingTTS.build(settings, seed=settings.model.seed)
-        extra_routers.append(realtime_router(settings, engine, tts, None))
-    except (ImportError, AttributeError, TypeError) as e:
-        log.debug("realtime router not mounted: %s", e)
-    return create_app(settings, engine, extra_routers=extra_routers, file_resolver=file_resolver)
+    tts = StreamingTTS.build(settings, seed=settings.model.seed)
+    responder = AgentResponder.build(settings, engine, tts)  # the SQLite file opens on the first response
+    extra_routers = [
+        files.files_router(settings),
+        realtime_router(settings, engine, tts, responder),
+        artifacts_router(responder.artifacts),  # GET /v1/artifacts/{id}
+    ]
+    # create_app closes the responder (its session database) on shutdown
+    return create_app(settings, engine, extra_routers=extra_routers, file_resolver=files.resolve_file,
+                      responder=responder)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

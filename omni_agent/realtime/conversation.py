@@ -11,6 +11,7 @@ import numpy as np
 
 from omni_agent.realtime.events import ItemIn, ProtocolError
 from omni_agent.realtime.formats import FORMAT_RATE, b64decode_strict, b64encode, decode_audio, encode_audio
+from omni_agent.realtime.media import CAMERA_MIN_FRAMES, ItemMedia, camera_clip
 from omni_agent.realtime.responder import Conversation
 
 MODEL_RATE = 16000  # the thinker's audio encoder input rate
@@ -40,6 +41,8 @@ class Item:
     name: str | None = None
     arguments: str | None = None
     output: str | None = None
+    media: ItemMedia = field(default_factory=ItemMedia)
+    """Decoded ``input_video``/``input_image`` parts by content index (kept for every later prompt)."""
 
     @property
     def output_audio_samples(self) -> int:
@@ -82,8 +85,11 @@ class Item:
         self.status = "incomplete"
 
 
-def item_from_client(spec: ItemIn, input_format: str, event_id: str | None) -> Item:
+def item_from_client(spec: ItemIn, input_format: str, event_id: str | None, media: ItemMedia | None = None) -> Item:
     """A ``conversation.item.create`` item -> Item (audio decoded and resampled to 16 kHz).
+
+    ``media`` is the item's decoded video and image parts (``realtime.media.decode_item_media``, run
+    off the event loop by the session); an item with such parts needs it.
 
     Raises:
         ProtocolError: missing fields for the item type, bad base64 or audio.
@@ -96,7 +102,18 @@ def item_from_client(spec: ItemIn, input_format: str, event_id: str | None) -> I
             raise ProtocolError("invalid_value", "a message item needs role and content", event_id, "item")
         item = Item(iid, "message", role=spec.role)
         for i, part in enumerate(spec.content):
-            if part.type in ("input_text", "text", "output_text"):
+            if part.type in ("input_image", "input_video"):
+                if media is None or i not in media.json:
+                    raise ProtocolError("unsupported_content", f"content type {part.type} is not supported here",
+                                        event_id, f"item.content.{i}.type")
+                item.content.append(media.json[i])
+                # the item's own content indexes: parts before this one may be added or not
+                n = len(item.content) - 1
+                if i in media.parts:
+                    item.media.parts[n] = media.parts[i]
+                if i in media.frames:
+                    item.media.frames[n] = media.frames[i]
+            elif part.type in ("input_text", "text", "output_text"):
                 if part.text is None:
                     raise ProtocolError("invalid_value", "a text part needs text", event_id, f"item.content.{i}.text")
                 kind = "output_text" if spec.role == "assistant" else "input_text"
@@ -129,9 +146,12 @@ def item_from_client(spec: ItemIn, input_format: str, event_id: str | None) -> I
 class ConversationState:
     """The ordered items of the session's default conversation."""
 
-    def __init__(self, max_items: int = 1000) -> None:
+    def __init__(self, max_items: int = 1000, media_budget: int | None = None) -> None:
         self.items: list[Item] = []
         self.max_items = max_items
+        self.media_budget = media_budget
+        """Token budget of one video or camera clip (None: unlimited)."""
+        self._clips: dict[tuple[tuple[str, int], ...], Any] = {}  # camera run -> its clip (stable content hash)
 
     def get(self, iid: str) -> Item | None:
         return next((i for i in self.items if i.id == iid), None)
@@ -165,17 +185,77 @@ class ConversationState:
         self.items = [i for i in self.items if i.id != iid]
         return len(self.items) != n
 
+    def camera_runs(self, items: list[Item] | None = None) -> list[list[tuple[str, int]]]:
+        """Runs of camera frames in a row: ``(item id, content index)`` lists, oldest first.
+
+        A run continues across consecutive user messages and ends at any other part or item, or where
+        the capture times go backwards.
+        """
+        runs: list[list[tuple[str, int]]] = []
+        run: list[tuple[str, int]] = []
+        last_t = None
+        for it in self.items if items is None else items:
+            for n in range(len(it.content)) if it.type == "message" and it.role == "user" else [-1]:
+                frame = it.media.frames.get(n)
+                if frame is None or (last_t is not None and frame[1] < last_t):
+                    if run:
+                        runs.append(run)
+                    run, last_t = [], None
+                if frame is not None:
+                    run.append((it.id, n))
+                    last_t = frame[1]
+        if run:
+            runs.append(run)
+        return runs
+
+    def prepare_clips(self, max_tokens: int | None = None) -> None:
+        """Build the clips of the current camera runs (blocking: resizing; the session runs it in an executor)."""
+        for run in self.camera_runs():
+            self._run_clip(run, {i.id: i for i in self.items}, max_tokens)
+
+    def _run_clip(self, run: list[tuple[str, int]], by_id: dict[str, Item], max_tokens: int | None) -> Any:
+        key = tuple(run)
+        clip = self._clips.get(key)
+        if clip is None:
+            clip = camera_clip([by_id[iid].media.frames[n] for iid, n in run], max_tokens=max_tokens)
+            self._clips = {k: v for k, v in self._clips.items() if set(k) & set(run) == set()}
+            self._clips[key] = clip
+        return clip
+
+    def _frame_parts(self, items: list[Item], max_tokens: int | None) -> dict[tuple[str, int], list[dict[str, Any]]]:
+        """Processor parts standing for each camera frame: the run's clip at its first frame, or the image."""
+        by_id = {i.id: i for i in items}
+        out: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for run in self.camera_runs(items):
+            if len(run) >= CAMERA_MIN_FRAMES:
+                out[run[0]] = [{"type": "video", "video": self._run_clip(run, by_id, max_tokens)}]
+                out.update({key: [] for key in run[1:]})
+            else:
+                out.update({(iid, n): [{"type": "image", "image": by_id[iid].media.frames[n][0]}]
+                            for iid, n in run})
+        return out
+
     def view(self, instructions: str, extra: list[Item] | None = None) -> Conversation:
-        """The history as the responder sees it (processor chat messages + protocol items)."""
+        """The history as the responder sees it (processor chat messages + protocol items).
+
+        Each message carries its ``item_id``. Videos and images come as processor parts
+        (``{"type": "video", "video": clip}`` then the clip's audio, ``{"type": "image", "image": PIL}``)
+        in the item's part order, so a video asked about first stays a shared prompt prefix.
+        """
         messages: list[dict[str, Any]] = []
         if instructions:
             messages.append({"role": "system", "content": instructions})
         items = self.items + (extra or [])
+        frames = self._frame_parts(items, self.media_budget)
         for it in items:
             if it.type == "message":
                 parts: list[dict[str, Any]] = []
-                for p in it.content:
-                    if p["type"] in ("input_text", "output_text"):
+                for n, p in enumerate(it.content):
+                    if (it.id, n) in frames:
+                        parts.extend(frames[it.id, n])
+                    elif n in it.media.parts:
+                        parts.extend(it.media.parts[n])
+                    elif p["type"] in ("input_text", "output_text"):
                         parts.append({"type": "text", "text": p["text"]})
                     elif p["type"] == "input_audio" and it.input_audio is not None:
                         parts.append({"type": "audio", "audio": it.input_audio})
@@ -184,9 +264,9 @@ class ConversationState:
                 if not parts:
                     continue
                 if all(p["type"] == "text" for p in parts):
-                    messages.append({"role": it.role, "content": "".join(p["text"] for p in parts)})
+                    messages.append({"role": it.role, "content": "".join(p["text"] for p in parts), "item_id": it.id})
                 else:
-                    messages.append({"role": it.role, "content": parts})
+                    messages.append({"role": it.role, "content": parts, "item_id": it.id})
             elif it.type == "function_call":
                 call = json.dumps({"name": it.name, "arguments": it.arguments})
                 messages.append({"role": "assistant", "content": f"<tool_call>{call}</tool_call>"})

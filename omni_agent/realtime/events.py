@@ -111,6 +111,9 @@ class SessionIn(_Lenient):
     input_audio_transcription: TranscriptionIn | None = None
     turn_detection: TurnDetectionIn | None = None
     max_response_output_tokens: int | Literal["inf"] | None = None
+    # our extensions
+    omni: dict[str, Any] | None = None
+    """``{"session_id": "..."}``: a stable id under which the server keeps this conversation (resume)."""
 
     def is_beta_shape(self) -> bool:
         return self.type is None and self.audio is None and self.output_modalities is None and any(
@@ -124,13 +127,31 @@ class SessionIn(_Lenient):
 
 
 class ContentPartIn(_Model):
-    type: Literal["input_text", "input_audio", "input_image", "output_text", "output_audio", "text", "audio"]
+    """One content part of a message item (GA field names; ``input_video`` is our extension)."""
+
+    type: Literal["input_text", "input_audio", "input_image", "input_video", "output_text", "output_audio",
+                  "text", "audio"]
     text: str | None = None
     audio: str | None = None
     """Base64 audio in the session's input format."""
     transcript: str | None = None
     image_url: str | None = None
+    """``input_image``: a base64 ``data:image/...`` URL (remote URLs are never fetched)."""
     detail: str | None = None
+    """``input_image``: ``auto``/``low``/``high``; accepted for compatibility, images use the processor's rules."""
+    timestamp_ms: int | None = Field(None, ge=0)
+    """``input_image`` extension: capture time of a camera frame (client clock, ms); timestamped frames
+    in a row become one video clip."""
+    file_id: str | None = None
+    """``input_video``: an upload from ``POST /v1/files``."""
+    video_url: str | None = None
+    """``input_video``: a base64 ``data:video/...`` URL instead of ``file_id``."""
+    fps: float | None = Field(None, gt=0.0, le=30.0)
+    """``input_video``: sampling rate (default 2)."""
+    max_frames: int | None = Field(None, ge=2, le=768)
+    """``input_video``: frame cap (default 128)."""
+    include_audio: bool | None = None
+    """``input_video``: add the video's audio track to the prompt (default true)."""
 
 
 class ItemIn(_Model):

@@ -54,6 +54,9 @@ class ResponseOptions:
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_choice: str = "auto"
     metadata: dict[str, str] | None = None
+    session_id: str | None = None
+    """A stable id for the conversation's stored state (the agent's checkpoint thread): the client's
+    ``?session_id=`` / ``omni.session_id``, else the server's session id. None for stateless requests."""
     latency: dict[str, float] = field(default_factory=dict)
     """Filled by the responder as things happen (``ttft_ms``, ``first_audio_ms``), so the figures
     survive a cancelled response whose ``ResponseFinished`` never comes."""

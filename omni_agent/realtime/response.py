@@ -105,7 +105,7 @@ class ActiveResponse:
             temperature=self.opts["temperature"], max_output_tokens=None if mot == "inf" else mot,
             tools=self.opts["tools"],
             tool_choice=self.opts["tool_choice"] if isinstance(self.opts["tool_choice"], str) else "required",
-            metadata=self.opts["metadata"])
+            metadata=self.opts["metadata"], session_id=s.session_id if self.input_items is None else None)
         self.options = options
         error: str | None = None
         gen = s.responder.respond(view, options, self.cancel_event)

@@ -26,7 +26,7 @@ from audio.vad import SileroModelPool
 from omni_agent.realtime import metrics
 from omni_agent.realtime.events import ProtocolError
 from omni_agent.realtime.responder import DirectResponder, Responder
-from omni_agent.realtime.session import RealtimeSession
+from omni_agent.realtime.session import SESSION_ID, RealtimeSession
 from omni_agent.realtime.transcription import EngineTranscriber, Transcriber
 from omni_agent.settings import Settings
 
@@ -157,17 +157,23 @@ def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, res
         if not _authorized(websocket, settings.server.api_key):
             await _refuse(websocket, 401, "invalid_api_key", "missing or invalid API key")
             return
+        session_id = websocket.query_params.get("session_id")
+        if session_id is not None and not SESSION_ID.match(session_id):
+            await _refuse(websocket, 400, "invalid_session_id",
+                          "session_id must be 1..128 characters of letters, digits and _.:-")
+            return
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
         beta = ("realtime=v1" in websocket.headers.get("openai-beta", "")
                 or websocket.query_params.get("protocol") == "beta" or BETA_SUBPROTOCOL in offered)
-        await serve_session(websocket, settings, responder, transcriber, pool, beta)
+        await serve_session(websocket, settings, responder, transcriber, pool, beta, session_id)
 
     async def serve_session(ws: WebSocket, settings: Settings, responder: Responder,
-                            transcriber: Transcriber | None, pool: SileroModelPool, beta: bool) -> None:
+                            transcriber: Transcriber | None, pool: SileroModelPool, beta: bool,
+                            session_id: str | None) -> None:
         outbox = QueueOutbox(rt.max_outbound_queue)
         session = RealtimeSession(rt, responder, outbox, transcriber=transcriber, vad_pool=pool,
-                                  protocol="beta" if beta else "ga")
+                                  protocol="beta" if beta else "ga", session_id=session_id)
         bucket = TokenBucket(rt.max_events_per_s)
         session.limits = bucket.describe
         metrics.SESSIONS_ACTIVE.inc()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from omni_agent.realtime.conversation import (
     item_id,
 )
 from omni_agent.realtime.formats import FORMAT_RATE, b64decode_strict, decode_audio
+from omni_agent.realtime.media import ItemMedia, decode_item_media, has_media
 from omni_agent.realtime.responder import Responder
 from omni_agent.realtime.response import ActiveResponse
 from omni_agent.realtime.transcription import Transcriber
@@ -38,6 +40,20 @@ from omni_agent.settings import RealtimeSettings
 log = logging.getLogger(__name__)
 
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less than 100 ms of audio
+DEFAULT_MODEL_LEN = 8192  # the engine's default context, for the media budget when the responder hides its engine
+SESSION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")  # client-chosen ids become checkpoint thread ids
+
+
+def valid_session_id(value: Any, event_id: str | None = None, param: str = "session_id") -> str:
+    """A client-chosen session id, checked.
+
+    Raises:
+        ProtocolError: not 1..128 characters of letters, digits and ``_.:-``.
+    """
+    if not isinstance(value, str) or not SESSION_ID.match(value):
+        raise ev.ProtocolError("invalid_value", "session_id must be 1..128 characters of letters, digits and _.:-",
+                               event_id, param)
+    return value
 
 
 class Outbox(Protocol):
@@ -57,18 +73,21 @@ class RealtimeSession:
         transcriber: input transcription (None: transcription requests fail with an error event).
         vad_pool: Silero models (one is held while server VAD is on).
         protocol: ``"beta"`` to emit Beta names from the start.
+        session_id: a client-chosen stable id (``?session_id=``) under which the responder keeps the
+            conversation's state, so a reconnect resumes it; default the server's session id.
     """
 
     def __init__(self, settings: RealtimeSettings, responder: Responder, outbox: Outbox, *,
                  transcriber: Transcriber | None = None, vad_pool: SileroModelPool | None = None,
-                 protocol: str = "ga") -> None:
+                 protocol: str = "ga", session_id: str | None = None) -> None:
         self.settings = settings
         self.responder = responder
         self.outbox = outbox
         self.transcriber = transcriber
         self.vad_pool = vad_pool or SileroModelPool()
         self.cfg = SessionConfig(protocol="beta" if protocol == "beta" else "ga")
-        self.conversation = ConversationState()
+        self.client_session_id = session_id
+        self.conversation = ConversationState(media_budget=self._media_budget())
         self.response: ActiveResponse | None = None
         self.has_spoken = False
         self._vad: StreamingVAD | None = None
@@ -82,6 +101,18 @@ class RealtimeSession:
         self._speech_start_ms = 0
         self.closed = False
         self.limits: Callable[[], list[dict[str, Any]]] | None = None
+
+    @property
+    def session_id(self) -> str:
+        """The id responses are stored under: the client's stable id, else the server's session id."""
+        return self.client_session_id or self.cfg.id
+
+    def _media_budget(self) -> int:
+        """Tokens one video may take: the context length (of the responder's engine) minus room for the turn."""
+        from vision.video import media_token_budget
+
+        engine = getattr(self.responder, "engine", None)
+        return media_token_budget(getattr(engine, "max_model_len", None) or DEFAULT_MODEL_LEN)
 
     # ------------------------------------------------------------------------------------ output
 
@@ -160,7 +191,12 @@ class RealtimeSession:
 
     async def on_session_update(self, e: ev.SessionUpdate) -> None:
         raw = e.session.model_extra or {}
+        sid = (e.session.omni or {}).get("session_id")
+        if sid is not None:  # our extension: {"omni": {"session_id": "..."}}
+            sid = valid_session_id(sid, e.event_id, "session.omni.session_id")
         self.cfg = self.cfg.updated(e.session, raw, has_responded_audio=self.has_spoken)
+        if sid is not None:
+            self.client_session_id = sid
         await self._ensure_vad()
         self.emit(ev.SessionUpdated(session=self.cfg.render()))
 
@@ -285,9 +321,23 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------------------------ conversation
 
+    async def _decode_media(self, spec: ev.ItemIn, event_id: str | None) -> ItemMedia | None:
+        if not has_media(spec):
+            return None
+        budget = self.conversation.media_budget
+        # Decoding a video or an image is CPU work (PyAV, resizing): off the event loop. Events of this
+        # session wait for it (the read loop awaits each event), other sessions do not.
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: decode_item_media(spec, event_id, max_tokens=budget))
+
     async def on_conversation_item_create(self, e: ev.ConversationItemCreate) -> None:
-        item = item_from_client(e.item, self.cfg.input_format, e.event_id)
+        media = await self._decode_media(e.item, e.event_id)
+        item = item_from_client(e.item, self.cfg.input_format, e.event_id, media)
         prev = self.conversation.add(item, e.previous_item_id, e.event_id)
+        if item.media.frames:
+            # a camera frame extends a run: build its clip now (resizing) rather than on the event loop later
+            await asyncio.get_running_loop().run_in_executor(None, self.conversation.prepare_clips,
+                                                             self.conversation.media_budget)
         self.emit(ev.ConversationItemAdded(previous_item_id=prev, item=item.to_json()))
         self.emit(ev.ConversationItemDone(previous_item_id=prev, item=item.to_json()))
 
@@ -332,7 +382,8 @@ class RealtimeSession:
         opts = response_overrides(self.cfg, e.response)
         extra: list[Item] | None = None
         if opts["input"] is not None:
-            extra = [item_from_client(i, self.cfg.input_format, e.event_id) for i in opts["input"]]
+            extra = [item_from_client(i, self.cfg.input_format, e.event_id, await self._decode_media(i, e.event_id))
+                     for i in opts["input"]]
         self._start_response(opts, extra, turn_end_t=None)
 
     def _start_response(self, opts: dict[str, Any] | None, input_items: list[Item] | None,

@@ -2,7 +2,9 @@
 
 ``create_app(settings, engine, extra_routers=...)`` is the one place routes are assembled; other
 parts (realtime websocket, files) arrive as ``APIRouter``s through ``extra_routers`` (see
-``omni_agent/commands/serve.py``). The app starts the engine loop on startup and stops it on shutdown.
+``omni_agent/commands/serve.py``). Chat completions are answered by the responder (the agent graph,
+:mod:`omni_agent.server.chat`); only ``response_format`` requests go to the engine directly (``_chat``).
+The app starts the engine loop on startup and stops it (and closes the responder) on shutdown.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omni_agent.engine.request import EngineError, GenerationOutput, GenerationRequest
 from omni_agent.server.auth import api_key_dependency
+from omni_agent.server.chat import agent_chat
 from omni_agent.server.convert import (
     FileResolver,
     parse_tool_call,
@@ -55,7 +58,7 @@ def model_id(settings: Any) -> str:
 
 
 def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter] = (),
-               file_resolver: FileResolver | None = None) -> FastAPI:
+               file_resolver: FileResolver | None = None, responder: Any = None) -> FastAPI:
     """Build the HTTP app around a (not yet started) ``AsyncEngine``.
 
     Args:
@@ -63,18 +66,28 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
         engine: the ``AsyncEngine``; started and shut down with the app.
         extra_routers: routers other parts mount (realtime websocket, files); they apply their own auth.
         file_resolver: ``file-<id>`` -> bytes, for video parts that reference an upload.
+        responder: what answers chat completions (``AgentResponder``: the agent graph); None builds
+            ``AgentResponder.build(settings, engine)``. Closed (``aclose``) on shutdown.
     """
+    if responder is None:
+        from omni_agent.agent.responder import AgentResponder
+
+        responder = AgentResponder.build(settings, engine, None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await engine.start()  # bind the engine loop to the server's event loop
-        yield
-        await engine.shutdown()  # abort what is running and stop the worker thread
+        try:
+            yield
+        finally:
+            await responder.aclose()  # the session database
+            await engine.shutdown()  # abort what is running and stop the worker thread
 
     app = FastAPI(title="omni-agent", version="0.1.0", lifespan=lifespan)
     app.state.engine = engine
     app.state.settings = settings
     app.state.file_resolver = file_resolver
+    app.state.responder = responder
     app.add_middleware(CORSMiddleware, allow_origins=settings.server.allowed_origins or ["*"],
                        allow_methods=["*"], allow_headers=["*"])
     app.add_exception_handler(APIError, api_error_handler)
@@ -99,7 +112,9 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
 
     @v1.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        return await _chat(body, request, settings, engine, app.state.file_resolver)
+        if body.response_format is not None:  # a whole answer under a JSON schema: the engine directly
+            return await _chat(body, request, settings, engine, app.state.file_resolver)
+        return await agent_chat(body, request, settings, engine, app.state.file_resolver, app.state.responder)
 
     app.include_router(v1)
     for router in extra_routers:
@@ -109,6 +124,11 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
 
 async def _chat(body: ChatCompletionRequest, request: Request, settings: Any, engine: Any,
                 resolver: FileResolver | None) -> Response:
+    """The engine directly, without the agent graph.
+
+    Only for what the graph cannot do: ``response_format`` (a whole answer constrained to a JSON schema;
+    the graph constrains tool arguments only). Everything else goes through :func:`agent_chat`.
+    """
     schema = tool_call_schema(body)
     sp = sampling_params(body, settings.engine.default_max_tokens, schema)
     # decoding media and tokenising are CPU work: keep them off the event loop

@@ -27,7 +27,7 @@ import torch
 from audio.bpe import CodeBPE
 from audio.codec import SpeechCodec, load_codec
 from audio.sentences import SentenceSplitter, count_units
-from audio.talker import Talker, TalkerError
+from audio.talker import Talker, TalkerError, _torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -223,15 +223,20 @@ class StreamingTTS:
         rs = StreamingResampler(self.codec.sample_rate, OUTPUT_RATE)
         tokens = self.talker.stream(piece.text, hidden=piece.hidden, speaker=self.speaker_embedding(voice),
                                     max_new_tokens=self._max_tokens(piece.text), seed=self.seed + piece.index)
+        # the light codec and the resampler work on one window at a time: a second intra-op thread
+        # only spins against the other sessions' work on shared cores (the talker scopes itself)
+        threads = 1 if self.codec.name == "mel-vq" else None
         try:
             for tok in tokens:
-                pcm = dec.push(self.bpe.token_codes(tok))
-                if pcm.size:
-                    out = rs.push(pcm)
-                    if out.size:
-                        yield out
-            tail = rs.push(dec.flush())
-            yield np.concatenate([tail, rs.flush()])
+                with _torch_threads(threads):
+                    pcm = dec.push(self.bpe.token_codes(tok))
+                    out = rs.push(pcm) if pcm.size else pcm
+                if out.size:
+                    yield out
+            with _torch_threads(threads):
+                tail = rs.push(dec.flush())
+                last = np.concatenate([tail, rs.flush()])
+            yield last
         finally:
             tokens.close()
 

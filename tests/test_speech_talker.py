@@ -124,3 +124,33 @@ def test_from_pretrained_ming_talker_layout(tmp_path):
     loaded = Talker.from_pretrained(tmp_path)
     assert loaded.config.audio_vocab_size == 300 and loaded.config.thinker_hidden_size == 32
     assert list(loaded.stream("abc", max_new_tokens=12, seed=1)) == list(src.eval().stream("abc", max_new_tokens=12, seed=1))
+
+
+def test_fast_decoder_matches_transformers(talker):
+    """The hand-rolled cached stepping the stream uses gives the Qwen2 model's own logits."""
+    from transformers import DynamicCache
+
+    from audio.talker import _FastDecoder
+
+    assert _FastDecoder.supports(talker.model)
+    h = torch.randn(4, talker.config.thinker_hidden_size, generator=torch.Generator().manual_seed(3))
+    x, rest = talker.prefix("hello there", h, torch.ones(192))
+    emb = talker.model.get_input_embeddings().weight
+    with torch.no_grad():
+        dec = _FastDecoder(talker.model, x.shape[1] + 12)
+        cache = DynamicCache()
+        fast = dec(x[0])
+        ref = talker.model(inputs_embeds=x, past_key_values=cache, use_cache=True).logits[0, -1]
+        assert torch.allclose(fast, ref, atol=1e-4)
+        for i in range(12):
+            nxt = emb[talker.audio_offset + 5 * i] + emb[rest[i % len(rest)]]
+            fast = dec(nxt[None])
+            ref = talker.model(inputs_embeds=nxt[None, None], past_key_values=cache, use_cache=True,
+                               position_ids=torch.tensor([[x.shape[1] + i]])).logits[0, -1]
+            assert torch.allclose(fast, ref, atol=1e-4)
+
+
+def test_stream_leaves_torch_threads_alone(talker):
+    before = torch.get_num_threads()
+    list(talker.stream("hello", max_new_tokens=15, seed=0))
+    assert torch.get_num_threads() == before

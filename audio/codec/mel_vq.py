@@ -9,6 +9,7 @@ Legend: N frames/codes, M mel bins, K codebook entries, Fq linear frequency bins
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -150,8 +151,44 @@ class MelVQCodec(SpeechCodec):
             rebuilt = _stft(_istft(spec, self._window, n * HOP), self._window)[:n]
             accel = rebuilt - GL_MOMENTUM * prev
             prev = rebuilt
-            spec = mag * np.exp(1j * np.angle(accel))
+            spec = mag * _unit(accel)
         return spec
+
+
+def _unit(z: np.ndarray) -> np.ndarray:
+    """``exp(1j * angle(z))`` without the trigonometry (angle 0 where ``z == 0``, as np.angle)."""
+    a = np.abs(z)
+    zero = a == 0
+    if zero.any():
+        z = np.where(zero, 1.0, z)
+        a = np.where(zero, 1.0, a)
+    return z / a
+
+
+@lru_cache(maxsize=16)
+def _frame_index(n: int) -> np.ndarray:
+    """Sample indices of ``n`` analysis frames in the reflect-padded signal: [n, N_FFT]."""
+    return np.arange(N_FFT)[None, :] + HOP * np.arange(n)[:, None]
+
+
+@lru_cache(maxsize=16)
+def _ola_norm(n: int, window_key: bytes) -> np.ndarray:
+    """Overlap-added squared window of ``n`` frames, floored: [N_FFT + HOP * (n - 1)]."""
+    window = np.frombuffer(window_key, dtype=np.float64)
+    return np.maximum(_overlap_add(np.broadcast_to(window**2, (n, N_FFT))), 1e-8)
+
+
+def _overlap_add(frames: np.ndarray) -> np.ndarray:
+    """Frames [n, N_FFT] placed HOP apart and summed -> [N_FFT + HOP * (n - 1)]."""
+    n = len(frames)
+    k = -(-N_FFT // HOP)  # hops one frame spans (4)
+    padded = np.zeros((n, k * HOP))
+    padded[:, :N_FFT] = frames
+    blocks = padded.reshape(n, k, HOP)
+    out = np.zeros((n + k - 1, HOP))
+    for j in range(k):  # k vectorised adds instead of n sliced ones
+        out[j: j + n] += blocks[:, j]
+    return out.reshape(-1)[: N_FFT + HOP * (n - 1)]
 
 
 def _stft(x: np.ndarray, window: np.ndarray) -> np.ndarray:
@@ -159,23 +196,17 @@ def _stft(x: np.ndarray, window: np.ndarray) -> np.ndarray:
     pad = N_FFT // 2
     xp = np.pad(x, pad, mode="reflect")
     n = 1 + len(x) // HOP
-    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n)[:, None]  # [n, N_FFT]
-    return np.fft.rfft(xp[idx] * window, axis=1)
+    return np.fft.rfft(xp[_frame_index(n)] * window, axis=1)
 
 
 def _istft(spec: np.ndarray, window: np.ndarray, length: int) -> np.ndarray:
     """Inverse of ``_stft`` (overlap-add, window-square normalised) -> [length] float32."""
     n = len(spec)
     frames = np.fft.irfft(spec, n=N_FFT, axis=1) * window  # [n, N_FFT]
-    total = N_FFT + HOP * (n - 1)
-    out = np.zeros(total)
-    norm = np.zeros(total)
-    wsq = window**2
-    for i in range(n):
-        out[i * HOP: i * HOP + N_FFT] += frames[i]
-        norm[i * HOP: i * HOP + N_FFT] += wsq
+    out = _overlap_add(frames)
+    norm = _ola_norm(n, window.tobytes())
     pad = N_FFT // 2
-    out = out[pad: pad + length] / np.maximum(norm[pad: pad + length], 1e-8)
+    out = out[pad: pad + length] / norm[pad: pad + length]
     if len(out) < length:
         out = np.pad(out, (0, length - len(out)))
     return out.astype(np.float32)

@@ -17,7 +17,7 @@ Keys:
         capacity of the realtime runtime itself.
 
 Options (``--opt``): ``turns=N``, ``barge_ins=N``, ``max_sessions=N``, ``window_s=S`` (how long each
-concurrent session is watched), ``responder=direct|fake``.
+concurrent session is watched), ``responder=model|fake`` (model: the serve command's app, agent graph included).
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ async def _run(ctx: BenchContext) -> dict[str, Any]:
     turns = int(ctx.options.get("turns", 2 if q else 8))
     barge_ins = int(ctx.options.get("barge_ins", 1 if q else 5))
     max_sessions = int(ctx.options.get("max_sessions", 2 if q else 32))
-    kind = ctx.options.get("responder", "direct")
+    kind = ctx.options.get("responder", "model")
     window_s = float(ctx.options.get("window_s", 2.0 if q else WINDOW_S))
     speech = espeak("Hello there, how are you today?", SR)
     voiced = np.nonzero(np.abs(speech) > 0.01)[0]

@@ -340,7 +340,7 @@ class AgentResponder:
         except Exception as e:  # a bad conversation fails this response, not the session
             yield ResponseFinished("failed", f"{type(e).__name__}: {e}", Usage(), {})
             return
-        async for ev in self._frames(stream, ctx, cancel, t0):
+        async for ev in self._frames(stream, ctx, cancel, t0, options.latency):
             yield ev
 
     def _instructions(self, conversation: Conversation) -> str | None:
@@ -350,9 +350,10 @@ class AgentResponder:
         return self.instructions
 
     async def _frames(self, stream: AsyncIterator[dict[str, Any]], ctx: RunContext, cancel: asyncio.Event,
-                      t0: float) -> AsyncIterator[ResponseEvent]:
+                      t0: float, latency: dict[str, float]) -> AsyncIterator[ResponseEvent]:
+        # ``latency`` is the caller's ResponseOptions.latency: filled as things happen, so the figures
+        # survive a response whose task is cancelled before ResponseFinished (barge-in).
         client = {t.name for t in ctx.client_tools}
-        latency: dict[str, float] = {}
         queue: asyncio.Queue = asyncio.Queue()
         done = object()
 

@@ -145,10 +145,8 @@ def _thinker_width(settings: Any) -> int:
         llm = json.loads((Path(path) / "config.json").read_text()).get("llm_config") or {}
         if "hidden_size" in llm:
             return int(llm["hidden_size"])
-    try:
-        from omni_agent.model.config import ThinkerConfig  # the thinker's public config API
-    except ImportError:  # audio/ used without the runtime: the tiny width
-        return 128
+    from omni_agent.model.config import ThinkerConfig  # the thinker's public config API
+
     return ThinkerConfig.preset(getattr(model, "preset", None) or "tiny").hidden_size
 
 

@@ -120,20 +120,3 @@ class ThinkerConditioner:
         hidden = self.thinker.forward(x, pos, mod).hidden  # [1, T+S, D]
         t = embeds.shape[0]
         return hidden[:, t + layout.last_scale.start: t + layout.last_scale.stop]  # [1, Q, D]
-
-
-class PromptHashConditioner:
-    """Stand-in condition when no thinker is available: a seeded random tensor per prompt.
-
-    Deterministic (sha256 of prompt) so the CLI's random-weight demo is reproducible. It carries no
-    meaning; it only exercises the decoder.
-    """
-
-    def __init__(self, num_queries: int, hidden_size: int):
-        self.shape = (1, num_queries, hidden_size)
-
-    def __call__(self, prompt: str, image: Any | None = None) -> torch.Tensor:
-        import hashlib
-
-        seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "little")
-        return torch.randn(self.shape, generator=torch.Generator().manual_seed(seed))

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from generation.conditioning import PromptHashConditioner, ThinkerConditioner
+from generation.conditioning import ThinkerConditioner
 from generation.config import DiffusionConfig
 from generation.images import load_image
 from generation.pipeline import ImageOutput, OmniImagePipeline, SegmentationOutput
@@ -37,7 +37,7 @@ class ImageStack:
 
     Attributes:
         pipeline: The diffusion decoder.
-        conditioner: ``ThinkerConditioner`` or the ``PromptHashConditioner`` stand-in.
+        conditioner: ``ThinkerConditioner`` (the thinker's query-token states).
         random_weights: True when nothing was loaded from a checkpoint.
         description: One line for users (what runs, whether the weights are random).
     """
@@ -49,39 +49,24 @@ class ImageStack:
 
     @classmethod
     def build(cls, model_path: str | Path | None = None, *, seed: int = 0, device: str = "cpu",
-              dtype: torch.dtype = torch.float32, use_thinker: bool = True) -> ImageStack:
+              dtype: torch.dtype = torch.float32) -> ImageStack:
         """Load from a Ming checkpoint folder, or build the tiny preset with random weights."""
-        thinker = processor = None
-        if use_thinker:
-            try:
-                from omni_agent.model.processor import OmniProcessor
-                from omni_agent.model.thinker import Thinker
+        from omni_agent.model.processor import OmniProcessor
+        from omni_agent.model.thinker import Thinker
 
-                if model_path is not None:
-                    thinker = Thinker.from_pretrained(model_path, device=device, dtype=dtype)
-                    processor = OmniProcessor.from_pretrained(model_path)
-                else:
-                    thinker = Thinker.from_preset("tiny", seed=seed, device=device, dtype=dtype)
-                    processor = OmniProcessor.for_preset("tiny")
-            except Exception as e:  # noqa: BLE001 - any failure means: run without the thinker
-                log.warning("thinker unavailable (%s); using a prompt-hash stand-in condition", e)
-                thinker = processor = None
         if model_path is not None:
+            thinker = Thinker.from_pretrained(model_path, device=device, dtype=dtype)
+            processor = OmniProcessor.from_pretrained(model_path)
             pipe = OmniImagePipeline.from_pretrained(model_path, device=device, dtype=dtype)
         else:
-            cfg = DiffusionConfig.preset("tiny")
-            if thinker is not None:
-                cfg = dataclasses.replace(cfg, llm_hidden_size=thinker.hidden_size)
+            thinker = Thinker.from_preset("tiny", seed=seed, device=device, dtype=dtype)
+            processor = OmniProcessor.for_preset("tiny")
+            cfg = dataclasses.replace(DiffusionConfig.preset("tiny"), llm_hidden_size=thinker.hidden_size)
             pipe = OmniImagePipeline.from_config(cfg, seed=seed, device=device, dtype=dtype)
-        if thinker is not None:
-            conditioner: Any = ThinkerConditioner(thinker, processor, pipe.bridge)
-            cond_desc = "thinker query states"
-        else:
-            conditioner = PromptHashConditioner(pipe.bridge.num_query_tokens, pipe.config.llm_hidden_size)
-            cond_desc = "prompt-hash stand-in condition (no thinker)"
+        conditioner = ThinkerConditioner(thinker, processor, pipe.bridge)
         random = model_path is None
         desc = (f"decoder {'tiny preset, RANDOM weights (noise-like images, not the prompt)' if random else model_path}"
-                f"; conditioning: {cond_desc}")
+                "; conditioning: thinker query states")
         return cls(pipe, conditioner, random, desc)
 
     def generate(self, prompt: str, **kwargs: Any) -> ImageOutput:

@@ -12,10 +12,8 @@ from omni_agent.agent.gui import GuiEnv
 from omni_agent.agent.models import ModelRequest, ScriptedChatModel, call
 from omni_agent.agent.persistence import close_checkpointer, open_checkpointer
 from omni_agent.agent.runner import AgentRunner
-
-pytest.importorskip("adbutils")
-from tools.android.adb import AdbDevice, adb_binary, kill_server, start_server  # noqa: E402
-from tools.android.sim import SimulatedDevice  # noqa: E402
+from tools.android.adb import AdbDevice, kill_server, start_server
+from tools.android.sim import SimulatedDevice
 
 LINE = re.compile(r'^\[(\d+)\] (\w+) "(.*)"(?: \((.*)\))?$')
 
@@ -67,10 +65,6 @@ def message_policy(request: ModelRequest):
 
 @pytest.fixture(scope="module")
 def adb_port():
-    try:
-        adb_binary()
-    except Exception as e:  # pragma: no cover - machines without adb
-        pytest.skip(str(e))
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import torch
 
-from generation.conditioning import IMAGE, TEXT, PromptHashConditioner, ThinkerConditioner, query_layout
+from generation.conditioning import IMAGE, TEXT, ThinkerConditioner, query_layout
 from generation.config import DiffusionConfig
 from generation.pipeline import OmniImagePipeline
 
@@ -72,13 +72,12 @@ def test_conditioner_appends_queries_and_takes_the_16x16_states():
     assert int(mod.sum()) == 16 + 64 + 256
 
 
-def test_real_thinker_conditioning_if_available():
-    import pytest
+def test_real_thinker_conditioning():
+    from omni_agent.model.processor import OmniProcessor
+    from omni_agent.model.thinker import Thinker
 
-    thinker_mod = pytest.importorskip("omni_agent.model.thinker")
-    proc_mod = pytest.importorskip("omni_agent.model.processor")
-    thinker = thinker_mod.Thinker.from_preset("tiny")
-    processor = proc_mod.OmniProcessor.for_preset("tiny")
+    thinker = Thinker.from_preset("tiny")
+    processor = OmniProcessor.for_preset("tiny")
     cfg = dataclasses.replace(DiffusionConfig.preset("tiny"), llm_hidden_size=thinker.hidden_size)
     pipe = OmniImagePipeline.from_config(cfg)
     cond = ThinkerConditioner(thinker, processor, pipe.bridge)
@@ -87,8 +86,3 @@ def test_real_thinker_conditioning_if_available():
     assert not torch.allclose(a, b)
     out = pipe(a, height=32, width=32, steps=1, output_type="np")
     assert out.images.shape == (1, 32, 32, 3)
-
-
-def test_prompt_hash_stand_in_is_deterministic():
-    c = PromptHashConditioner(256, 16)
-    assert torch.equal(c("x"), c("x")) and not torch.equal(c("x"), c("y"))

@@ -115,30 +115,13 @@ class VideoClip:
 
 # ----------------------------------------------------------------------------- sizes and budget
 def _smart_resize(h: int, w: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """The image rule (shared implementation from ``vision.preprocess`` when present)."""
+    """The image rule (``vision.preprocess.smart_resize``) with video errors."""
+    from vision.preprocess import ImageError, smart_resize  # imports torch: not at module load (CLI --help)
+
     try:
-        from vision.preprocess import ImageError, smart_resize
-    except ImportError:  # the thinker's preprocessing may not be installed in a trimmed build
-        smart_resize = None
-    if smart_resize is not None:
-        try:
-            return tuple(smart_resize(h, w, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels))  # type: ignore[return-value]
-        except ImageError as e:
-            raise VideoError(str(e)) from None
-    # Qwen2.5-VL's rule: round to multiples of factor, then scale into [min_pixels, max_pixels].
-    if max(h, w) / max(1, min(h, w)) > 200:
-        raise VideoError(f"frame aspect ratio too extreme: {w}x{h}")
-    hb = max(factor, round(h / factor) * factor)
-    wb = max(factor, round(w / factor) * factor)
-    if hb * wb > max_pixels:
-        beta = math.sqrt((h * w) / max_pixels)
-        hb = max(factor, math.floor(h / beta / factor) * factor)
-        wb = max(factor, math.floor(w / beta / factor) * factor)
-    elif hb * wb < min_pixels:
-        beta = math.sqrt(min_pixels / (h * w))
-        hb = math.ceil(h * beta / factor) * factor
-        wb = math.ceil(w * beta / factor) * factor
-    return hb, wb
+        return tuple(smart_resize(h, w, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels))  # type: ignore[return-value]
+    except ImageError as e:
+        raise VideoError(str(e)) from None
 
 
 def _floor_size(h: int, w: int, floor_pixels: int) -> tuple[int, int]:

@@ -21,23 +21,13 @@ class Transcriber(Protocol):
 
 
 def asr_messages(audio: np.ndarray, language: str | None, prompt: str | None) -> list[dict[str, Any]]:
-    """The ASR chat prompt: the thinker's own helper when it exists, else the same wording here."""
-    try:
-        from omni_agent.model import processor as proc
+    """The thinker's ASR prompt (language/dialect first), with OpenAI's transcription ``prompt`` as context."""
+    from omni_agent.model.processor import asr_messages as thinker_asr_messages
 
-        helper = getattr(proc, "asr_messages", None)
-    except ImportError:
-        helper = None
-    if helper is not None:
-        messages = helper(audio, language)
-        if prompt:  # OpenAI's transcription "prompt": context for the recogniser
-            messages[0]["content"].insert(0, {"type": "text", "text": f"Context: {prompt}\n"})
-        return messages
-    hint = f" The speaker uses {language}." if language else ""
-    instruction = ("Please recognize the language (or dialect) of this speech first, then transcribe it."
-                   + hint + (f" Context: {prompt}" if prompt else ""))
-    return [{"role": "user", "content": [{"type": "text", "text": instruction},
-                                          {"type": "audio", "audio": audio}]}]
+    messages = thinker_asr_messages(audio, language)
+    if prompt:  # OpenAI's transcription "prompt": context for the recogniser
+        messages[0]["content"].insert(0, {"type": "text", "text": f"Context: {prompt}\n"})
+    return messages
 
 
 class EngineTranscriber:

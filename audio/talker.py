@@ -136,6 +136,7 @@ class Talker(nn.Module):
 
     def __init__(self, config: TalkerConfig, tokenizer: Any | None = None):
         super().__init__()
+        self._allowed_masks: dict[tuple, torch.Tensor] = {}  # sampling masks, see _allowed
         from transformers import Qwen2ForCausalLM
 
         self.config = config
@@ -237,15 +238,23 @@ class Talker(nn.Module):
         return x[None], rest
 
     # -- sampling -------------------------------------------------------------------------------------
+    def _allowed(self, vocab: int, eos_ok: bool, device: torch.device) -> torch.Tensor:
+        """The additive mask ``[V]`` (0 allowed, -inf not); two per vocabulary, built once, not per token."""
+        key = (vocab, eos_ok, str(device))
+        masks = self._allowed_masks
+        if key not in masks:
+            allowed = torch.full((vocab,), float("-inf"), device=device)
+            allowed[self.audio_offset:] = 0.0
+            if eos_ok:
+                allowed[self.ids["<audio_eos>"]] = 0.0
+            masks[key] = allowed
+        return masks[key]
+
     def sample(self, logits: torch.Tensor, step: int, generator: torch.Generator | None = None) -> int:
         """Sample one id from last-position logits [V]: audio tokens and ``<audio_eos>`` only,
         ``<audio_eos>`` suppressed for the first ``min_new_tokens`` steps, top-k (20)."""
         cfg = self.config
-        allowed = torch.full_like(logits, float("-inf"))
-        allowed[self.audio_offset:] = 0.0
-        if step >= cfg.min_new_tokens:
-            allowed[self.ids["<audio_eos>"]] = 0.0
-        logits = logits.float() + allowed
+        logits = logits.float() + self._allowed(logits.shape[-1], step >= cfg.min_new_tokens, logits.device)
         top = torch.topk(logits, cfg.top_k)
         probs = torch.softmax(top.values, dim=-1)
         pick = torch.multinomial(probs, 1, generator=generator)

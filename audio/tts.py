@@ -16,8 +16,7 @@ import contextlib
 import logging
 import zlib
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from math import gcd
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 
 from audio.bpe import CodeBPE
 from audio.codec import SpeechCodec, load_codec
+from audio.dsp import StreamingResampler
 from audio.sentences import SentenceSplitter, count_units
 from audio.talker import Talker, TalkerError, _torch_threads
 
@@ -49,89 +49,6 @@ class AudioChunk:
     pcm: np.ndarray
     text: str
     sentence_index: int
-
-
-# -- streaming resampling ---------------------------------------------------------------------------
-
-
-@dataclass
-class ResamplerState:
-    """Streaming state of ``StreamingResampler``: input kept for context and positions."""
-
-    buf: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    buf_start: int = 0
-    """Absolute input index of ``buf[0]``."""
-    done_in: int = 0
-    """Input samples whose output has been emitted (a multiple of the input period)."""
-    done_out: int = 0
-
-    def reset(self) -> None:
-        self.buf = np.zeros(0, np.float32)
-        self.buf_start = self.done_in = self.done_out = 0
-
-
-class StreamingResampler:
-    """Chunked band-limited resampling equal to ``audio.dsp.resample`` on the whole signal.
-
-    torchaudio's windowed-sinc kernel spans a few input samples, so each block is resampled with
-    ``MARGIN`` samples of real context on both sides; the right margin is held back until more input
-    (or ``flush``) arrives. Blocks start on multiples of the input period, so the sinc phases match.
-    """
-
-    MARGIN = 64  # input samples of context each side; the kernel needs ~10 at 16 -> 24 kHz
-
-    def __init__(self, orig_sr: int, new_sr: int):
-        self.orig_sr, self.new_sr = orig_sr, new_sr
-        g = gcd(orig_sr, new_sr)
-        self.p_in, self.p_out = orig_sr // g, new_sr // g
-        self.margin = -(-self.MARGIN // self.p_in) * self.p_in  # whole periods
-        self.state = ResamplerState()
-
-    def reset(self) -> None:
-        self.state.reset()
-
-    def push(self, x: np.ndarray) -> np.ndarray:
-        """Add input samples; returns the output that is now final."""
-        st = self.state
-        st.buf = np.concatenate([st.buf, np.asarray(x, np.float32)])
-        if self.orig_sr == self.new_sr:
-            out, st.buf = st.buf, np.zeros(0, np.float32)
-            return out
-        end = st.buf_start + len(st.buf) - self.margin
-        end -= end % self.p_in
-        return self._run(end, final=False)
-
-    def flush(self) -> np.ndarray:
-        """End of the signal: emit the rest (zero-padded like the offline resampler) and reset."""
-        st = self.state
-        if self.orig_sr == self.new_sr:
-            out = st.buf
-        else:
-            out = self._run(st.buf_start + len(st.buf), final=True)
-        self.reset()
-        return out
-
-    def _run(self, end: int, *, final: bool) -> np.ndarray:
-        from audio.dsp import resample
-
-        st = self.state
-        if end <= st.done_in:
-            return np.zeros(0, np.float32)
-        lo = max(st.buf_start, st.done_in - self.margin)  # a multiple of p_in (or 0)
-        seg = st.buf[lo - st.buf_start:]
-        y = resample(seg, self.orig_sr, self.new_sr)
-        first = (st.done_in - lo) // self.p_in * self.p_out
-        if final:
-            total = -(-(st.buf_start + len(st.buf)) * self.p_out // self.p_in)  # ceil, as torchaudio
-            n = total - st.done_out
-        else:
-            n = (end - st.done_in) // self.p_in * self.p_out
-        out = y[first:first + n]
-        st.done_in, st.done_out = end, st.done_out + len(out)
-        keep = max(0, st.done_in - self.margin)
-        st.buf = st.buf[keep - st.buf_start:]
-        st.buf_start = keep
-        return out.astype(np.float32)
 
 
 def _thinker_width(settings: Any) -> int:

@@ -55,3 +55,19 @@ def test_stop_string_is_cut_and_never_leaks():
         if stopped:
             break
     assert stopped and streamed == "hello world, "
+
+
+def test_incremental_seen_set_equals_recomputing_it_each_step():
+    from types import SimpleNamespace
+
+    from omni_agent.engine.sampler import _seen
+
+    prompt = SimpleNamespace(input_ids=torch.tensor([3, 5, 5, 9]))
+    state = SimpleNamespace(request=SimpleNamespace(prompt=prompt), output_ids=[], seen_tokens=None)
+    row = torch.zeros(16)
+    for tok in [7, 3, 12, 7, 0]:
+        got = _seen(state, row).clone()
+        want = torch.zeros(16, dtype=torch.bool)
+        want[torch.cat([prompt.input_ids, torch.tensor(state.output_ids, dtype=torch.long)])] = True
+        assert torch.equal(got, want)
+        state.output_ids.append(tok)  # what the engine does after sampling

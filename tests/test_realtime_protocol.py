@@ -162,10 +162,12 @@ async def test_g711_round_trip(server, turn, fmt, ga, enc, dec):
     stopped = c.of("input_audio_buffer.speech_stopped")[0]
     assert stopped["audio_end_ms"] > 1000
     deltas = [base64.b64decode(e["delta"]) for e in c.of("response.output_audio.delta")]
-    assert [len(d) for d in deltas] == [1600] * 3  # 200 ms at 8 kHz, one byte per sample
+    # 3 x 200 ms at 8 kHz, one byte per sample; one resampler over the message holds back a few ms per
+    # delta (context for the next) and the last delta carries the tail, so nothing is lost
+    assert sum(len(d) for d in deltas) == 3 * 1600
     # the tone comes back: compare the middle of each chunk with the reference at 8 kHz
     tone = resample((0.2 * np.sin(2 * np.pi * 220 * np.arange(int(0.2 * SR)) / SR)).astype(np.float32), SR, 8000)
-    got = dec(deltas[0])
+    got = dec(b"".join(deltas))[:1600]
     mid = slice(200, 1400)
     snr = 10 * np.log10(np.sum(tone[mid] ** 2) / np.sum((tone[mid] - got[mid]) ** 2))
     assert snr > 25

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from audio.codec import BLOCK_CODES, CodecError, load_codec
-from audio.dsp import resample
-from audio.tts import StreamingResampler
+from audio.dsp import StreamingResampler, resample
 
 STREAM_TOL = 1e-6  # streaming vs offline: same blocks, so equal up to float32 rounding
 EDGE_FACTOR = 3.0  # a block edge's sample step may not exceed 3x the signal's 99.9th percentile step

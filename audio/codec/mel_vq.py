@@ -31,10 +31,10 @@ N_FFT = 1024
 N_MELS = 80
 LOG_FLOOR = 1e-5  # log(mel + floor): silence maps to about -11.5
 GL_ITERS = 24  # Griffin-Lim iterations per window; more sounds barely better, costs linearly
-GL_MOMENTUM = 0.99
+GL_MOMENTUM = 0.99  # "fast Griffin-Lim" (Perraudin et al. 2013), as torchaudio's default
 STICKINESS = 24.0  # keep the previous code while it is within this squared log-mel distance of the
 # nearest one: runs of equal codes make the BPE rate on held-out speech drop from ~0.31 to ~0.38
-# for a ~1% larger quantisation error (a rate-distortion knob; see docs/speech.md)  # "fast Griffin-Lim" (Perraudin et al. 2013), as torchaudio's default
+# for a ~1% larger quantisation error (a rate-distortion knob; see docs/speech.md)
 
 
 def _mel_fb() -> torch.Tensor:

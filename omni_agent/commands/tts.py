@@ -31,8 +31,8 @@ def _codes_from_text(args: argparse.Namespace) -> tuple:
     from audio.bpe import CodeBPE
     from audio.codec import load_codec
     from audio.codec.espeak import synthesize
-    from audio.dsp import resample
-    from audio.tts import OUTPUT_RATE, StreamingResampler
+    from audio.dsp import StreamingResampler, resample
+    from audio.tts import OUTPUT_RATE
 
     lang = args.lang or ("cmn" if re.search(r"[\u4e00-\u9fff]", args.text) else "en")
     voice = args.voice or {"en": "en-us", "cmn": "cmn", "yue": "yue"}[lang]

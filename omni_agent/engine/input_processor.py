@@ -66,27 +66,23 @@ class EncoderCache:
         self.used += size
 
 
-def encode_item(thinker: Any, item: Any) -> torch.Tensor:
-    """Run the right encoder for one media item -> ``[item.length, D]``."""
-    if item.kind in ("image", "video"):
-        return thinker.encode_images(item.pixel_values, item.grid_thw)
-    if item.kind == "audio":
-        return thinker.encode_audio(item.mel)
-    raise InvalidRequest(f"unknown media kind {item.kind!r}")
+def prompt_embeddings(thinker: Any, prompt: Any, start: int, end: int, cache: EncoderCache) -> torch.Tensor:
+    """Input embeddings ``[end - start, D]`` of prompt positions ``[start, end)`` (one prefill chunk).
 
-
-def prompt_embeddings(thinker: Any, prompt: Any, start: int, cache: EncoderCache) -> torch.Tensor:
-    """Input embeddings ``[T - start, D]`` of the prompt tokens from ``start`` (the uncached suffix)."""
-    mm: list[torch.Tensor] = []
+    Only media overlapping the chunk are looked up or encoded; their encoder output is cached by
+    content, so a later chunk (or a later prompt) with the same media skips the encoder.
+    """
+    mm: list[torch.Tensor | None] = []
     for item in prompt.mm_items:
-        if item.offset + item.length <= start:  # inside the reused prefix: its embedding is never read
-            mm.append(torch.zeros(item.length, thinker.hidden_size))
+        if item.offset >= end or item.offset + item.length <= start:  # not in this chunk: never read
+            mm.append(None)
             continue
-        key = _mm_key(item)[:2] + _mm_key(item)[4:]  # not the offset: the same media anywhere
+        k = _mm_key(item)
+        key = k[:2] + k[4:]  # not the offset: the same media anywhere
         emb = cache.get(key)
         if emb is None:
             cache.encoder_calls += 1
-            emb = encode_item(thinker, item)
+            emb = thinker.encode_item(item)
             cache.put(key, emb.detach())
         mm.append(emb)
-    return thinker.embed(prompt, mm)[start:]
+    return thinker.embed(prompt, mm, start, end)

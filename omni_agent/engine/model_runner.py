@@ -44,12 +44,6 @@ class ModelRunner:
         bs = self.cache.block_size
         return [state.block_ids[i // bs] * bs + i % bs for i in range(start, end)]
 
-    def prefill(self, state: RequestState, num_tokens: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Compute up to ``num_tokens`` prompt tokens of one request (all when None); see ``prefill_batch``."""
-        n = state.prompt_len - state.num_computed if num_tokens is None else num_tokens
-        logits, hidden = self.prefill_batch([(state, n)])
-        return logits[0], hidden[0]
-
     @torch.inference_mode()
     def prefill_batch(self, items: Sequence[tuple[RequestState, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prefill a chunk of each request's prompt in one forward pass (rows right-padded to the longest).
@@ -69,7 +63,7 @@ class ModelRunner:
         q_pos = torch.zeros(B, T, dtype=torch.long, device=self.device)  # pad queries see key 0 only
         for b, ((state, _), (start, end)) in enumerate(zip(items, spans, strict=True)):
             prompt, n = state.request.prompt, end - start
-            emb = prompt_embeddings(self.thinker, prompt, start, self.encoder_cache)[:n]  # [n, D]
+            emb = prompt_embeddings(self.thinker, prompt, start, end, self.encoder_cache)  # [n, D]
             x[b, :n] = emb.to(self.device, self.dtype)
             pos[:, b, :n] = prompt.position_ids[:, start:end].to(self.device)
             mod[b, :n] = prompt.modality_ids[start:end].to(self.device)
@@ -95,14 +89,15 @@ class ModelRunner:
         at = [s.num_computed for s in states]  # index of the token being fed
         ids = torch.tensor([[s.output_ids[-1]] for s in states], dtype=torch.long, device=self.device)
         x = self.thinker.embed_tokens(ids).to(self.dtype)  # [B, 1, D]
+        at_t = torch.tensor(at, device=self.device)  # [B]
         deltas = torch.tensor([s.request.prompt.rope_delta for s in states], device=self.device)
-        pos = (torch.tensor(at, device=self.device) + deltas).view(1, B, 1).expand(3, B, 1)  # [3, B, 1]
+        pos = (at_t + deltas).view(1, B, 1).expand(3, B, 1)  # [3, B, 1]: all rows advance together
         mod = torch.full((B, 1), MODALITY_TEXT, dtype=torch.long, device=self.device)
         table = self._tables(states, [a + 1 for a in at])
         slots = torch.tensor([self._slots(s, a, a + 1) for s, a in zip(states, at, strict=True)],
                              device=self.device)  # [B, 1]
         S = table.shape[1] * self.cache.block_size  # noqa: N806
-        mask = torch.arange(S, device=self.device)[None] <= torch.tensor(at, device=self.device)[:, None]
+        mask = torch.arange(S, device=self.device)[None] <= at_t[:, None]
         out = self.thinker(x, pos, mod, cache=BatchKV(self.cache, table, slots), attn_mask=mask[:, None, None])
         for s in states:
             s.num_computed += 1
@@ -120,5 +115,6 @@ class ModelRunner:
             hashes = prompt_block_hashes(ids[:state.num_computed], state.request.prompt.mm_items,
                                          self.cache.block_size, state.block_hashes)
             state.block_hashes = hashes
-        for b in range(n_full):
+        for b in range(state.committed_blocks, n_full):
             self.cache.commit(state.block_ids[b], hashes[b])
+        state.committed_blocks = max(state.committed_blocks, n_full)

@@ -134,6 +134,10 @@ class RequestState:
     aborted: bool = False
     block_hashes: list[bytes] = field(default_factory=list)
     """Chained hashes of the prompt's full blocks (prefix-cache keys)."""
+    committed_blocks: int = 0
+    """Full blocks already published to the prefix index (each is committed once)."""
+    seen_tokens: torch.Tensor | None = None
+    """``[V]`` bool: tokens in the prompt or output so far (repetition penalty), updated per token."""
 
     @property
     def request_id(self) -> str:

@@ -51,10 +51,8 @@ def sample(logits: torch.Tensor, states: Sequence[RequestState]) -> list[int]:
     for row, s in zip(logits, states, strict=True):
         sp = s.request.sampling
         if sp.repetition_penalty != 1.0:
-            prompt_ids = s.request.prompt.input_ids.to(row.device)
-            seen = torch.cat([prompt_ids, torch.tensor(s.output_ids, dtype=torch.long, device=row.device)])
             row = row.clone()
-            apply_repetition_penalty(row, seen.unique(), sp.repetition_penalty)
+            apply_repetition_penalty(row, _seen(s, row), sp.repetition_penalty)
         if sp.greedy:
             out.append(int(row.argmax()))
             continue
@@ -65,3 +63,16 @@ def sample(logits: torch.Tensor, states: Sequence[RequestState]) -> list[int]:
         probs = row.softmax(-1)
         out.append(int(torch.multinomial(probs, 1, generator=s.generator)))
     return out
+
+
+def _seen(state: RequestState, row: torch.Tensor) -> torch.Tensor:
+    """``[V]`` bool of tokens in the prompt or output: built once, then one new token per step."""
+    seen = state.seen_tokens
+    if seen is None:
+        seen = torch.zeros(row.shape[-1], dtype=torch.bool, device=row.device)
+        seen[state.request.prompt.input_ids.to(row.device)] = True
+        seen[torch.tensor(state.output_ids, dtype=torch.long, device=row.device)] = True
+        state.seen_tokens = seen
+    else:
+        seen[state.output_ids[-1]] = True  # sampling appends one token per step
+    return seen

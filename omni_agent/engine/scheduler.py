@@ -57,20 +57,19 @@ class Scheduler:
     def _admit(self, state: RequestState) -> int:
         """Take prefix blocks and allocate the rest; returns prompt tokens still to compute."""
         c = self.cache
-        prompt = state.request.prompt
-        ids = prompt.input_ids.tolist()
-        if not state.block_hashes:
-            state.block_hashes = prompt_block_hashes(ids, prompt.mm_items, c.block_size)
+        prompt, n = state.request.prompt, state.prompt_len
+        if not state.block_hashes:  # once per request, not again while it waits for room
+            state.block_hashes = prompt_block_hashes(prompt.input_ids.tolist(), prompt.mm_items, c.block_size)
         c.queries += 1
         # at least the last prompt token must run through the model to give the first logits
-        usable = (len(ids) - 1) // c.block_size
+        usable = (n - 1) // c.block_size
         cached = c.lookup(state.block_hashes[:usable])
-        total = c.blocks_for(len(ids) + self.max_tokens[state.request_id])
+        total = c.blocks_for(n + self.max_tokens[state.request_id])
         state.block_ids = c.acquire(cached, total - len(cached))
         if cached:
             c.hits += 1
         state.num_computed = state.cached_tokens = len(cached) * c.block_size
-        return len(ids) - state.num_computed
+        return n - state.num_computed
 
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput(decodes=[s for s in self.running if s.output_ids and not s.finished])
@@ -82,10 +81,10 @@ class Scheduler:
                 budget -= min(left, budget)
         while self.waiting and len(self.running) < self.max_batch_size and budget > 0:
             state = self.waiting[0]
-            need = self.cache.blocks_for(state.prompt_len + self.max_tokens[state.request_id])
             try:
                 todo = self._admit(state)
             except CacheFull as e:
+                need = self.cache.blocks_for(state.prompt_len + self.max_tokens[state.request_id])
                 if not self.running:
                     self.waiting.popleft()  # could never fit, even alone
                     out.failed.append((state, CacheFull(f"{e}; this request needs {need} blocks, "

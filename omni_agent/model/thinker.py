@@ -202,26 +202,34 @@ class Thinker(nn.Module):
         return self.model.model.word_embeddings(input_ids.to(self.device))
 
     @torch.no_grad()
-    def embed(self, prompt: ProcessedPrompt, mm_embeds: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Token embeddings ``[T, D]`` with each placeholder run replaced by its media embedding.
+    def embed(self, prompt: ProcessedPrompt, mm_embeds: list[torch.Tensor | None] | None = None,
+              start: int = 0, end: int | None = None) -> torch.Tensor:
+        """Token embeddings ``[end - start, D]`` of prompt positions ``[start, end)`` (default: all), with
+        each placeholder run replaced by its media embedding.
 
         Media embeddings are computed with the encoders when ``mm_embeds`` is None, else taken from the
-        list (one tensor ``[length, D]`` per item of ``prompt.mm_items``, in order).
+        list (one tensor ``[length, D]`` per item of ``prompt.mm_items``, in order; items outside the
+        window are never read and may be None). Only items that overlap the window are encoded.
 
         Raises:
             PlaceholderMismatchError: an item's placeholder run and its embedding differ in length.
         """
-        x = self.embed_tokens(prompt.input_ids).clone()  # [T, D]
+        end = len(prompt.input_ids) if end is None else end
+        x = self.embed_tokens(prompt.input_ids[start:end]).clone()  # [n, D]
         if mm_embeds is not None and len(mm_embeds) != len(prompt.mm_items):
             raise PlaceholderMismatchError(
                 f"prompt has {len(prompt.mm_items)} media items but {len(mm_embeds)} embeddings were given")
         for i, item in enumerate(prompt.mm_items):
+            lo, hi = max(item.offset, start), min(item.offset + item.length, end)
+            if lo >= hi:  # outside the window
+                continue
             emb = mm_embeds[i] if mm_embeds is not None else self.encode_item(item)
-            if emb.shape[0] != item.length:
+            if emb is None or emb.shape[0] != item.length:
+                rows = "no" if emb is None else emb.shape[0]
                 raise PlaceholderMismatchError(
                     f"{item.kind} item {i} has {item.length} placeholder tokens at offset {item.offset} but its "
-                    f"embedding has {emb.shape[0]} rows")
-            x[item.offset:item.offset + item.length] = emb.to(x.device, x.dtype)
+                    f"embedding has {rows} rows")
+            x[lo - start:hi - start] = emb[lo - item.offset:hi - item.offset].to(x.device, x.dtype)
         return x
 
     def encode_item(self, item: object) -> torch.Tensor:

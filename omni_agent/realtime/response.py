@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audio.dsp import resample
+from audio.dsp import StreamingResampler, resample
 from omni_agent.realtime import events as ev
 from omni_agent.realtime import metrics
 from omni_agent.realtime.config import GA_FORMAT
 from omni_agent.realtime.conversation import OUTPUT_RATE, Item, item_id
-from omni_agent.realtime.formats import b64encode, encode_audio
+from omni_agent.realtime.formats import FORMAT_RATE, b64encode, encode_audio
 from omni_agent.realtime.responder import (
     Artifact,
     AudioDelta,
@@ -61,6 +61,7 @@ class ActiveResponse:
         self.task: asyncio.Task | None = None
         self.output: list[Item] = []
         self.message: Item | None = None
+        self._out_rs: StreamingResampler | None = None  # G.711 output: 24 kHz -> 8 kHz over the message
         self.text = ""
         self.calls: dict[str, Item] = {}
         self.t0 = time.perf_counter()
@@ -172,7 +173,12 @@ class ActiveResponse:
         if frame.sample_rate != OUTPUT_RATE:
             pcm = resample(pcm, frame.sample_rate, OUTPUT_RATE)
         fmt = self.opts["output_format"]
-        data = b64encode(encode_audio(pcm, OUTPUT_RATE, fmt))
+        if fmt == "pcm16":
+            data = b64encode(encode_audio(pcm, OUTPUT_RATE, fmt))
+        else:  # G.711 at 8 kHz: one resampler over the message, so chunk edges are not zero-padded
+            if self._out_rs is None:
+                self._out_rs = StreamingResampler(OUTPUT_RATE, FORMAT_RATE[fmt])
+            data = b64encode(encode_audio(self._out_rs.push(pcm), FORMAT_RATE[fmt], fmt))
         msg.output_audio.append(pcm)
         msg._chunk_texts.append(frame.text)
         s.has_spoken = True
@@ -221,6 +227,13 @@ class ActiveResponse:
         if self.speak:
             part["transcript"] = self.text
             item._chunk_texts = _spread_text(item._chunk_texts, self.text)
+            if self._out_rs is not None:  # the resampler's held-back tail (a few ms)
+                fmt = self.opts["output_format"]
+                tail = encode_audio(self._out_rs.flush(), FORMAT_RATE[fmt], fmt)
+                if tail and not self.cancel_event.is_set():  # a cancelled answer stops where it was cut
+                    s.emit(ev.ResponseOutputAudioDelta(response_id=self.id, item_id=item.id, output_index=idx,
+                                                       delta=b64encode(tail)))
+                self._out_rs = None
             s.emit(ev.ResponseOutputAudioDone(response_id=self.id, item_id=item.id, output_index=idx))
             s.emit(ev.ResponseOutputAudioTranscriptDone(response_id=self.id, item_id=item.id, output_index=idx,
                                                         transcript=self.text))

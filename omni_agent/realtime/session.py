@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from audio.dsp import resample
+from audio.dsp import StreamingResampler
 from audio.vad import FRAME_SAMPLES, SileroModelPool, StreamingVAD, VadEvent, VadParams
 from omni_agent.realtime import events as ev
 from omni_agent.realtime import metrics
@@ -95,6 +95,8 @@ class RealtimeSession:
         # Input audio buffer at 16 kHz; positions are ms of all audio appended this session.
         self._buffer: list[np.ndarray] = []
         self._buffer_samples = 0
+        # one resampler over the whole input stream: per-append resampling zero-pads every chunk edge
+        self._in_rs: StreamingResampler | None = None
         self._buffer_start = 0  # stream sample index (16 kHz) of the buffer's first sample
         self._stream_samples = 0
         self._speech_item: str | None = None
@@ -205,12 +207,15 @@ class RealtimeSession:
         raw = b64decode_strict(e.audio, e.event_id)
         wave = decode_audio(raw, fmt, e.event_id)
         limit = int(self.settings.max_buffered_audio_s * MODEL_RATE)
-        wave16 = resample(wave, FORMAT_RATE[fmt], MODEL_RATE)
-        if self._buffer_samples + len(wave16) > limit:
+        rate = FORMAT_RATE[fmt]
+        if self._buffer_samples + len(wave) * MODEL_RATE // rate > limit:  # refused audio never enters the resampler
             raise ev.ProtocolError("input_audio_buffer_full",
                                    f"the input audio buffer holds at most {self.settings.max_buffered_audio_s:g} s; "
                                    "commit or clear it", e.event_id, "audio")
-        metrics.AUDIO_IN_SECONDS.inc(len(wave) / FORMAT_RATE[fmt])
+        if self._in_rs is None or self._in_rs.orig_sr != rate:
+            self._in_rs = StreamingResampler(rate, MODEL_RATE)
+        wave16 = self._in_rs.push(wave)  # holds back < 3 ms of input as context for the next chunk
+        metrics.AUDIO_IN_SECONDS.inc(len(wave) / rate)
         self._buffer.append(wave16)
         self._buffer_samples += len(wave16)
         self._stream_samples += len(wave16)
@@ -317,6 +322,8 @@ class RealtimeSession:
 
     async def on_input_audio_buffer_clear(self, e: ev.InputAudioBufferClear) -> None:
         self._buffer, self._buffer_samples, self._buffer_start = [], 0, self._stream_samples
+        if self._in_rs is not None:
+            self._in_rs.reset()
         self.emit(ev.InputAudioBufferCleared())
 
     # ------------------------------------------------------------------------------------ conversation

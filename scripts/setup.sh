@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Bootstrap a fresh machine (Debian, Python 3.11, root): apt packages, .venv, editable install.
-# Idempotent: a second run checks and returns in seconds.
+# Bootstrap a fresh machine (Debian, Python 3.11, root): apt packages, .venv from the lock, editable install,
+# then a check that the native parts load. Idempotent: a second run checks and returns in seconds.
+#
+# The lock (requirements.lock) pins every dependency, transitive ones included, with hashes; it is made by
+# `scripts/lock.sh` from pyproject.toml's ranges. When the lock changes the venv is rebuilt from scratch, so
+# nothing outside the lock survives in it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libportaudio2 espeak-ng ffmpeg adb sox)
+# espeak-ng: test speech; ffmpeg/sox: media tools; adb: Android; chromium + CJK fonts: the web page's tests.
+APT_PACKAGES=(libportaudio2 espeak-ng ffmpeg adb sox chromium chromium-driver fonts-noto-cjk)
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 STAMP="$VENV/.omni-agent-installed"
@@ -20,18 +25,23 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "setup: creating $VENV"
-  "$PYTHON" -m venv "$VENV"
-fi
-
-# Reinstall only when the dependency list changed since the last successful install.
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# The stamp names everything the install depends on; a different stamp means a rebuild.
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)-$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')
 have=$(cat "$STAMP" 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
-  echo "setup: pip install -e .[dev] (first run downloads torch; later runs are quick)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e ".[dev]"
-  echo "$want" > "$STAMP"
+  [ -d "$VENV" ] && echo "setup: requirements.lock or pyproject.toml changed: rebuilding $VENV"
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV"
+  echo "setup: installing requirements.lock into $VENV (a cold cache downloads about 3 GB of torch wheels)"
+  # The lock is exact and hashed; --no-deps because it already lists every transitive dependency.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 fi
+# Runs every time (3 s): a venv that was fine yesterday can break when a system library changes.
+if ! "$VENV/bin/python" -m omni_agent.doctor; then
+  rm -f "$STAMP"
+  echo "setup: FAILED: the native check above did not pass; the install is not marked done" >&2
+  exit 1
+fi
+echo "$want" > "$STAMP"
 echo "setup: ready ($VENV)"

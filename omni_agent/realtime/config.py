@@ -90,8 +90,8 @@ class SessionConfig(BaseModel):
         modalities = s.output_modalities or s.modalities
         if modalities is not None:
             new.output_modalities = _modalities(modalities, "session.output_modalities")
-        if "omni_events" in raw:
-            new.omni_events = bool(raw["omni_events"])
+        if s.omni_events is not None:
+            new.omni_events = s.omni_events
         # Beta flat fields
         voice = s.voice
         if s.input_audio_format:

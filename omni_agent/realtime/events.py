@@ -114,6 +114,8 @@ class SessionIn(_Lenient):
     # our extensions
     omni: dict[str, Any] | None = None
     """``{"session_id": "..."}``: a stable id under which the server keeps this conversation (resume)."""
+    omni_events: bool | None = None
+    """Send the ``omni.*`` events (tool progress, artifacts, confirmation requests)."""
 
     def is_beta_shape(self) -> bool:
         return self.type is None and self.audio is None and self.output_modalities is None and any(

@@ -163,7 +163,9 @@ def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, res
                           "session_id must be 1..128 characters of letters, digits and _.:-")
             return
         offered = websocket.scope.get("subprotocols") or []
-        await websocket.accept(subprotocol="realtime" if "realtime" in offered else None)
+        # A browser that offers subprotocols fails the handshake unless the server picks one of them, so a
+        # client offering only the key subprotocol gets that one back (it sent it; nothing new is revealed).
+        await websocket.accept(subprotocol="realtime" if "realtime" in offered else (offered[0] if offered else None))
         beta = ("realtime=v1" in websocket.headers.get("openai-beta", "")
                 or websocket.query_params.get("protocol") == "beta" or BETA_SUBPROTOCOL in offered)
         await serve_session(websocket, settings, responder, transcriber, pool, beta, session_id)

@@ -3,12 +3,15 @@
 
     .venv/bin/python scripts/gpu_diffusion_step.py [--size 1024] [--steps 10] [--json]
 
-Random bf16 weights (the ``ming-lite-omni-1.5`` decoder preset: SD3-medium, 24 layers, width 1536,
-patch 2, 16 latent channels) -- the cost does not depend on the values. One step = one DiT call with
-the edit's three guidance branches batched (uncond, image, full; batch 3), each carrying the target's
-64x64 latent patches (4096 tokens at 1024^2) plus the reference image's 4096 tokens and 256 condition
-tokens, then the guidance combination and the Euler update. Also timed: text-to-image with two
-branches (no reference tokens), which is the set-up Ovis-Image's published figure uses.
+Random bf16 weights (the ``ming-lite-omni-1.5`` decoder preset: Ming's SD3-medium subclass, 24 joint
+layers, width 1536, patch 2, 16 latent channels, plus its noise refiner, reference patch embedding and
+reference refiner) -- the cost does not depend on the values. One step = one DiT call with the edit's
+guidance branches batched (Ming's cfg_mode 1 with image guidance 1.5: uncond, image, full; batch 3),
+each carrying the target's 64x64 latent patches (4096 tokens at 1024^2, through the noise refiner)
+plus the reference image's 4096 tokens (through the reference refiner) and 256 condition tokens, then
+the guidance combination and the Euler update. Also timed: text-to-image with two branches (no
+reference tokens), which is the set-up Ovis-Image's published figure uses. (Ming's own generate()
+snaps sizes to ~512^2 buckets; this script calls the DiT directly at the requested size.)
 
 Reference point: Ovis-Image (7B) reports about 0.27 s/step on an H100 at 1024^2 with real CFG. The
 models differ (2B MMDiT here), so the comparison places the cost, it does not rank the models.
@@ -55,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     t = pipe.scheduler.timesteps[5]
 
     with torch.inference_mode():
-        cond = torch.randn(1, cfg.num_query_tokens, cfg.llm_hidden_size, generator=g, device=dev)
-        hidden, pooled = pipe.bridge(cond.to(torch.bfloat16))
+        query = torch.randn(1, cfg.num_query_tokens, cfg.llm_hidden_size, generator=g, device=dev)
+        cond = pipe.bridge.condition(query.to(torch.bfloat16))
 
         def per_step(plan, reference) -> float:
+            branches = pipe.branch_inputs(plan, cond, reference)
+
             def step() -> None:
                 pipe.scheduler._step_index = 5
-                _, v = pipe.velocities(x, t, hidden, pooled, reference, plan, batched=True)
+                _, v = pipe.velocities(x, t, branches, plan, batched=True)
                 pipe.scheduler.step(v, t, x, return_dict=False)
 
             for _ in range(args.warmup):

@@ -84,5 +84,5 @@ def test_real_thinker_conditioning():
     a, b = cond("draw a cat"), cond("draw a dog")
     assert a.shape == (1, 256, thinker.hidden_size)
     assert not torch.allclose(a, b)
-    out = pipe(a, height=32, width=32, steps=1, output_type="np")
+    out = pipe(a, height=32, width=32, steps=1, output_type="np", exact_size=True)
     assert out.images.shape == (1, 32, 32, 3)

@@ -1,11 +1,13 @@
 """Strict loading of Ming's image-generation folders: every tensor accounted for, or an error naming it.
 
-diffusers' ``ModelMixin.from_pretrained`` only logs checkpoint tensors the model has no place for
-("Some weights of the model checkpoint ... were not used") and, with ``low_cpu_mem_usage`` (its default
-when accelerate is installed), leaves parameters the checkpoint lacks at their random initial values
-with a warning. Loading Ming's ``transformer/`` into the stock ``SD3Transformer2DModel`` that way drops
-its 59 refiner / reference-embedding tensors without an error. So the diffusers models here are built
-from their ``config.json`` on the meta device and filled by ``load_state_dict(strict=True, assign=True)``
+diffusers' ``ModelMixin.from_pretrained`` (0.42.1) does not fail on a checkpoint that does not fit:
+tensors the model has no place for are only logged, and parameters the checkpoint lacks are left as
+initialised ("Some weights ... were not initialized from the model checkpoint ... and are newly
+initialized", a warning; ``ignore_mismatched_sizes=True`` would add resized ones to that list). Measured
+here: the stock ``SD3Transformer2DModel`` loading Ming's ``transformer/`` drops its 59 refiner /
+reference-embedding tensors, and Ming's subclass loading a stock SD3 checkpoint keeps 59 tensors of
+uninitialised memory (inf/nan) -- both without an error. So the diffusers models here are built from
+their ``config.json`` on the meta device and filled by ``load_state_dict(strict=True, assign=True)``
 after comparing key sets; the connector goes through transformers with ``output_loading_info`` checked.
 """
 

@@ -71,3 +71,9 @@ def test_gpu_script_refuses_clearly_without_cuda(capsys):
 def test_gpu_script_measures_a_step(capsys):
     assert _gpu_script().main(["--size", "512", "--steps", "2", "--warmup", "1", "--json"]) == 0
     assert "edit_3branch_s_per_step" in capsys.readouterr().out
+
+
+def test_gpu_script_dry_run_on_cpu(capsys):
+    assert _gpu_script().main(["--device", "cpu", "--preset", "tiny", "--size", "128", "--steps", "1",
+                               "--warmup", "1", "--json"]) == 0
+    assert '"edit_3branch_s_per_step"' in capsys.readouterr().out

@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
-from types import SimpleNamespace
 
-import httpx
 import numpy as np
 import openai
 import pytest
 from PIL import Image
 
-from omni_agent.agent.artifacts import artifacts_router
-from omni_agent.agent.responder import AgentResponder
-from omni_agent.engine import AsyncEngine
-from omni_agent.server.app import create_app
-from omni_agent.settings import Settings
-from tests.test_http_api import start_app
+from tests.test_http_api import live  # noqa: F401  (the live-server fixture, one per module)
 
 FAST = {"steps": 1, "seed": 3}
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    db = tmp_path_factory.mktemp("sessions") / "sessions.sqlite"
-    settings = Settings.model_validate({"engine": {"kv_cache_mb": 16, "default_max_tokens": 16},
-                                        "agent": {"checkpoint_db": str(db)}})
-    engine = AsyncEngine.from_settings(settings)
-    responder = AgentResponder.build(settings, engine, None)
-    app = create_app(settings, engine, responder=responder, extra_routers=[artifacts_router(responder.artifacts)])
-    server, thread, url = start_app(app)
-    yield SimpleNamespace(url=url, client=openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0))
-    server.should_exit = True
-    thread.join(10)
 
 
 def _png(w: int = 90, h: int = 60) -> bytes:
@@ -42,7 +21,7 @@ def _png(w: int = 90, h: int = 60) -> bytes:
     return buf.getvalue()
 
 
-def test_generate_b64_and_url(live):
+def test_generate_b64_and_url(live):  # noqa: F811
     r = live.client.images.generate(prompt="a red cube", size="600x400", n=2, response_format="b64_json",
                                     extra_body=FAST)
     imgs = [Image.open(io.BytesIO(base64.b64decode(d.b64_json))) for d in r.data]
@@ -52,17 +31,18 @@ def test_generate_b64_and_url(live):
                                         extra_body=FAST)
     assert again.data[0].b64_json == r.data[0].b64_json  # same seed, same image
     u = live.client.images.generate(prompt="a red cube", response_format="url", extra_body=FAST)
-    got = httpx.get(u.data[0].url)
-    assert got.status_code == 200 and Image.open(io.BytesIO(got.content)).size == (512, 512)
+    assert u.data[0].url.startswith(live.url + "/v1/artifacts/art_")  # served by the artifacts router
+    data, mime, _ = live.responder.artifacts.get(u.data[0].url.rsplit("/", 1)[1])
+    assert mime == "image/png" and Image.open(io.BytesIO(data)).size == (512, 512)
 
 
-def test_edit_with_the_sdk(live):
+def test_edit_with_the_sdk(live):  # noqa: F811
     r = live.client.images.edit(image=("in.png", _png(), "image/png"), prompt="make it blue",
                                 response_format="b64_json", extra_body=FAST)
     assert Image.open(io.BytesIO(base64.b64decode(r.data[0].b64_json))).size == (608, 416)  # bucket of 90x60
 
 
-def test_unsupported_and_bad_inputs_are_400s_and_the_server_survives(live):
+def test_unsupported_and_bad_inputs_are_400s_and_the_server_survives(live):  # noqa: F811
     c = live.client
     with pytest.raises(openai.BadRequestError, match="'mask' is not supported"):
         c.images.edit(image=("in.png", _png(), "image/png"), mask=("m.png", _png(), "image/png"), prompt="x",

@@ -43,7 +43,7 @@ from generation.images import (
     pil_to_tensor,
     tensor_to_uint8,
 )
-from generation.segmentation import MaskFilter, recover_mask
+from generation.segmentation import MaskFilter, mask_to_input, recover_mask
 from generation.transformer import MingSD3Transformer2DModel
 
 log = logging.getLogger(__name__)
@@ -480,18 +480,6 @@ def _config_from_loaded(state: dict[str, torch.Tensor], mlp_dir: Path, connector
     return DiffusionConfig(llm_hidden_size=int(state["proj_in.weight"].shape[1]),
                            mlp_hidden_size=int(state["mlp.fc1.weight"].shape[0]), connector=conn, dit=dit_cfg,
                            vae=vae_cfg, scheduler_shift=float(scheduler.config.shift))
-
-
-def mask_to_input(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Map a mask on the bucket crop (``fit_to_bucket``) back onto the ``height x width`` input (nearest)."""
-    (bh, bw), (rh, rw) = aspect_bucket(height, width)
-    canvas = np.zeros((max(rh, bh), max(rw, bw)), dtype=bool)
-    top, left = int(round((canvas.shape[0] - bh) / 2.0)), int(round((canvas.shape[1] - bw) / 2.0))
-    canvas[top:top + bh, left:left + bw] = mask
-    canvas = canvas[(canvas.shape[0] - rh) // 2:(canvas.shape[0] - rh) // 2 + rh,
-                    (canvas.shape[1] - rw) // 2:(canvas.shape[1] - rw) // 2 + rw]
-    img = PIL.Image.fromarray(canvas.astype(np.uint8) * 255).resize((width, height), PIL.Image.NEAREST)
-    return np.asarray(img) > 127
 
 
 def is_cancelled(cancel: CancelLike) -> bool:

@@ -19,6 +19,8 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from generation.images import aspect_bucket
+
 MASK_COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
 
@@ -101,3 +103,15 @@ def _drop_small_components(m: torch.Tensor, min_area: int) -> torch.Tensor:
     ids, counts = torch.unique(labels[on], return_counts=True)
     keep = ids[counts >= min_area]
     return (torch.isin(labels, keep) & on).float()
+
+
+def mask_to_input(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Map a mask on the bucket crop (``fit_to_bucket``) back onto the ``height x width`` input (nearest)."""
+    (bh, bw), (rh, rw) = aspect_bucket(height, width)
+    canvas = np.zeros((max(rh, bh), max(rw, bw)), dtype=bool)
+    top, left = int(round((canvas.shape[0] - bh) / 2.0)), int(round((canvas.shape[1] - bw) / 2.0))
+    canvas[top:top + bh, left:left + bw] = mask
+    canvas = canvas[(canvas.shape[0] - rh) // 2:(canvas.shape[0] - rh) // 2 + rh,
+                    (canvas.shape[1] - rw) // 2:(canvas.shape[1] - rw) // 2 + rw]
+    img = PIL.Image.fromarray(canvas.astype(np.uint8) * 255).resize((width, height), PIL.Image.NEAREST)
+    return np.asarray(img) > 127

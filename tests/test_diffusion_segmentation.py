@@ -82,7 +82,7 @@ def test_segment_end_to_end_returns_input_sized_mask():
 
 def test_mask_maps_back_through_the_bucket_crop():
     from generation.images import fit_to_bucket
-    from generation.pipeline import mask_to_input
+    from generation.segmentation import mask_to_input
 
     img = PIL.Image.new("RGB", (300, 200))  # bucket 416x608, resized to 416x624, 8 px cropped each side
     img.paste((255, 255, 255), (100, 50, 200, 150))

@@ -17,6 +17,8 @@ _EXPORTS = {
     "ImageStack": "generation.stack",
     "ThinkerConditioner": "generation.conditioning",
     "DiffusersBackend": "generation.backends",
+    "MingSD3Transformer2DModel": "generation.transformer",
+    "CheckpointError": "generation.loading",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,13 +9,16 @@ where the ``<imagePatch>`` embeddings are replaced by ``query_tokens_dict["{s}x{
 scale the position layout of an image whose merged grid is 1 x s*s (``grid_thw = [1, 2, 2*s*s]``):
 with offset o, t = o, h = o, w = o + col; the start/end tokens are numbered like text. Query tokens
 route through the image router (modality 1). The decoder's condition is the last hidden states of the
-finest scale's s*s tokens (256 for 16x16).
+finest scale's s*s tokens (256 for 16x16). For an edit the thinker sees the input image at exactly
+451,584 pixels (672^2 area), the min = max pixel setting Ming's ``test_infer_gen_image.py`` gives its
+image processor for image generation.
 
 Legend: T prompt tokens, S appended tokens, D thinker width.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,7 @@ from generation.bridge import ImageGenBridge
 IMAGE_START = "<image>"
 IMAGE_END = "</image>"
 TEXT, IMAGE = 0, 1  # modality ids (router choice) from docs/interfaces.md
+GEN_INPUT_PIXELS = 451584  # Ming's test_infer_gen_image.py: image_processor.min_pixels = max_pixels = this
 
 
 @dataclass
@@ -80,6 +84,8 @@ class ThinkerConditioner:
         self.thinker = thinker
         self.processor = processor
         self.bridge = bridge
+        self.gen_processor = copy.copy(processor)  # same tokenizer; Ming's fixed image size for generation
+        self.gen_processor.min_pixels = self.gen_processor.max_pixels = GEN_INPUT_PIXELS
         tok = processor.tokenizer
         self.start_id = tok.token_to_id(IMAGE_START)
         self.end_id = tok.token_to_id(IMAGE_END)
@@ -103,7 +109,7 @@ class ThinkerConditioner:
             image: Reference image for an edit (ignored when ``prompt`` is a message list).
         """
         msgs = self.messages(prompt, image) if isinstance(prompt, str) else prompt
-        pp = self.processor(msgs, add_generation_prompt=True)
+        pp = self.gen_processor(msgs, add_generation_prompt=True)
         embeds = self.thinker.embed(pp)  # [T, D]
         dtype, device = embeds.dtype, embeds.device
         layout = query_layout(tuple(self.bridge.config.img_gen_scales), int(pp.position_ids.max()) + 1)

@@ -2,14 +2,13 @@
 
 The real preset follows Ming-Lite-Omni 1.5's image-generation head: query tokens at scales
 4x4/8x8/16x16 in the LLM width (2048), a Qwen2-style connector run bidirectionally, ``proj_out`` back
-to 2048 (Ming's ``diffusion_c_input_dim``), the ``ToClipMLP`` (2048 -> 2048 -> 4096, LayerNorms) and an
-SD3-medium MMDiT with the SD3 VAE. The connector's own size is not published in the config Ming
-ships; a checkpoint's ``connector/config.json`` always wins over the preset.
+to the LLM width, the ``ToClipMLP`` (2048 -> 2048 -> 4096, LayerNorms) and Ming's SD3-medium MMDiT
+(with its refiners, ``generation.transformer``) with the SD3 VAE. Ming reads no config for the MLP:
+when a checkpoint loads, every width comes from the tensors and the sub-folders' ``config.json``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -94,14 +93,11 @@ class VAEConfig:
 
 @dataclass
 class DiffusionConfig:
-    """Everything needed to build the decoder; ``mlp/config.json`` stores the bridge part."""
+    """Everything needed to build the decoder (Ming's layout stores no config for the bridge part)."""
 
     llm_hidden_size: int = 2048
-    img_gen_scales: tuple[int, ...] = (4, 8, 16)
-    diffusion_c_input_dim: int = 2048  # proj_out width (Ming's name)
+    img_gen_scales: tuple[int, ...] = (4, 8, 16)  # fixed in Ming's load_image_gen_modules
     mlp_hidden_size: int = 2048  # ToClipMLP's fc1 width (fixed at 2048 in Ming)
-    connector_norm: bool = True  # L2-normalise after proj_out
-    dit_type: str = "sd3"
     scheduler_shift: float = 3.0
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
@@ -120,7 +116,6 @@ class DiffusionConfig:
         if name == "tiny":
             return cls(
                 llm_hidden_size=128,  # the tiny thinker preset's width
-                diffusion_c_input_dim=64,
                 mlp_hidden_size=64,
                 connector=ConnectorConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                           num_key_value_heads=2, intermediate_size=64),
@@ -131,24 +126,3 @@ class DiffusionConfig:
                               norm_num_groups=4, scaling_factor=1.0, shift_factor=0.0),
             )
         raise ValueError(f"unknown diffusion preset {name!r} (known: tiny, ming-lite-omni-1.5)")
-
-    def mlp_json(self) -> dict[str, Any]:
-        """The ``mlp/config.json`` dict (Ming's keys plus the sizes needed to rebuild our modules)."""
-        return {
-            "img_gen_scales": list(self.img_gen_scales),
-            "diffusion_c_input_dim": self.diffusion_c_input_dim,
-            "dit_type": self.dit_type,
-            "connector_norm": self.connector_norm,
-            "use_learnable_token_condition": True,
-            "llm_hidden_size": self.llm_hidden_size,
-            "mlp_hidden_size": self.mlp_hidden_size,
-        }
-
-    @classmethod
-    def from_parts(cls, mlp_json: dict[str, Any], **parts: Any) -> DiffusionConfig:
-        """Rebuild from ``mlp/config.json`` plus already-known sub-configs (connector, dit, vae)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in mlp_json.items() if k in known}
-        if "img_gen_scales" in kwargs:
-            kwargs["img_gen_scales"] = tuple(kwargs["img_gen_scales"])
-        return cls(**kwargs, **parts)

@@ -1,7 +1,9 @@
-"""Segmentation as editing: paint the target in a flat colour, then recover the mask by differencing.
+"""Segmentation as editing (Ming's "generative segmentation"): the target painted, the mask by differencing.
 
-The model is asked to edit the image so that the target is covered by a solid colour and nothing
-else changes. The mask is where the output differs from the input by more than ``threshold`` (max
+Ming-Lite-Omni 1.5 segments by editing: the instruction is rewritten into the referring-segmentation
+prompt its README shows ("Given the following instructions: <target>; please perform referring
+segmentation on this image."), the edit paints the target in a flat colour over an otherwise
+unchanged image (``colourise`` builds that ideal target), and the mask is recovered from the edit. The mask is where the output differs from the input by more than ``threshold`` (max
 over RGB channels, 0..255), optionally also close to the paint colour, cleaned by a morphological
 opening (removes thin noise: VAE round-trip error, JPEG ringing) and by dropping connected
 components smaller than ``min_area`` pixels. Morphology runs on torch (max-pool) so no extra
@@ -17,13 +19,17 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
+from generation.images import aspect_bucket
+
 MASK_COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
 
-def segmentation_instruction(target: str, colour: str = "red") -> str:
-    """The edit instruction that asks for ``target`` painted in ``colour``."""
-    return (f"Segment the {target.strip()} in this image: cover it with solid {colour} and keep "
-            "every other pixel unchanged.")
+def segmentation_instruction(target: str) -> str:
+    """Ming's referring-segmentation prompt for ``target`` (the wording of Ming 1.5's README example)."""
+    target = " ".join(target.split())
+    if not target:
+        raise ValueError("segmentation target is empty")
+    return f"Given the following instructions: {target}; please perform referring segmentation on this image."
 
 
 def colourise(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 0, 0)) -> np.ndarray:
@@ -97,3 +103,15 @@ def _drop_small_components(m: torch.Tensor, min_area: int) -> torch.Tensor:
     ids, counts = torch.unique(labels[on], return_counts=True)
     keep = ids[counts >= min_area]
     return (torch.isin(labels, keep) & on).float()
+
+
+def mask_to_input(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Map a mask on the bucket crop (``fit_to_bucket``) back onto the ``height x width`` input (nearest)."""
+    (bh, bw), (rh, rw) = aspect_bucket(height, width)
+    canvas = np.zeros((max(rh, bh), max(rw, bw)), dtype=bool)
+    top, left = int(round((canvas.shape[0] - bh) / 2.0)), int(round((canvas.shape[1] - bw) / 2.0))
+    canvas[top:top + bh, left:left + bw] = mask
+    canvas = canvas[(canvas.shape[0] - rh) // 2:(canvas.shape[0] - rh) // 2 + rh,
+                    (canvas.shape[1] - rw) // 2:(canvas.shape[1] - rw) // 2 + rw]
+    img = PIL.Image.fromarray(canvas.astype(np.uint8) * 255).resize((width, height), PIL.Image.NEAREST)
+    return np.asarray(img) > 127

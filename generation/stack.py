@@ -7,9 +7,8 @@
     img = stack.edit(img, "make it blue").images[0]
     seg = stack.segment(img, "the cube")                 # seg.mask: HxW bool
 
-With ``model_path`` (a Ming checkpoint folder) the thinker and the decoder load from it. The thinker
-(``omni_agent.model``) may be absent or fail to load; the stack then falls back to a prompt-hash
-stand-in condition and says so in ``description``.
+With ``model_path`` (a Ming checkpoint folder) the thinker and the decoder load from it; a part that
+does not load is an error.
 """
 
 from __future__ import annotations
@@ -74,15 +73,16 @@ class ImageStack:
         return self.pipeline(self.conditioner(prompt), **kwargs)
 
     def edit(self, image: Any, instruction: str, **kwargs: Any) -> ImageOutput:
-        """Edit ``image`` following ``instruction``; the output keeps the input's size."""
+        """Edit ``image`` following ``instruction``; the output has Ming's bucket size for the input."""
         img = load_image(image)
         return self.pipeline(self.conditioner(instruction, image=img), image=img, **kwargs)
 
     def segment(self, image: Any, target: str, *, colour: str = "red", mask_filter: MaskFilter | None = None,
                 **kwargs: Any) -> SegmentationOutput:
-        """Segment ``target`` in ``image`` as an edit that paints it ``colour``, then difference."""
+        """Segment ``target`` in ``image`` with Ming's referring-segmentation edit, then difference;
+        ``colour`` (the paint colour expected from trained weights) only filters the difference."""
         img = load_image(image)
-        instruction = segmentation_instruction(target, colour)
+        instruction = segmentation_instruction(target)
         filt = mask_filter or MaskFilter(colour=None)
         if mask_filter is None and not self.random_weights:
             filt = MaskFilter(colour=MASK_COLOURS.get(colour))  # trained weights paint the asked colour

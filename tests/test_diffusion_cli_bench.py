@@ -10,14 +10,14 @@ from omni_agent.cli import main
 def test_cli_generate_edit_segment(tmp_path, capsys):
     out = tmp_path / "g.png"
     assert main(["image", "generate", "a red cube", "-o", str(out), "--height", "32", "--width", "48",
-                 "--steps", "2", "--no-progress"]) == 0
+                 "--exact-size", "--steps", "2", "--no-progress"]) == 0
     assert PIL.Image.open(out).size == (48, 32)
     src = tmp_path / "in.png"
     PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)).save(src)
     edited = tmp_path / "e.png"
     assert main(["image", "edit", str(src), "make it blue", "-o", str(edited), "--steps", "1",
                  "--image-guidance", "1.5", "--no-progress"]) == 0
-    assert PIL.Image.open(edited).size == (53, 37)
+    assert PIL.Image.open(edited).size == (608, 416)  # Ming's bucket for 37x53 (h x w)
     mask = tmp_path / "m.png"
     assert main(["image", "segment", str(src), "the cube", "-o", str(mask), "--steps", "1", "--no-progress"]) == 0
     assert PIL.Image.open(mask).size == (53, 37)
@@ -43,6 +43,8 @@ def test_bench_quick_smoke_keys():
     result = bench.fn(BenchContext(settings=load_settings(env={}), quick=True))
     for key in ("step_ms_256", "step_ms_512", "batched_cfg_speedup", "edit_over_gen_ratio"):
         assert isinstance(result[key], float) and result[key] > 0, key
+    assert result["ming_tensors_loaded"] == result["ming_tensors_expected"] == 340
+    assert result["ming_layout_source"] == "ming-code-fixture"
 
 
 def _gpu_script():
@@ -69,3 +71,9 @@ def test_gpu_script_refuses_clearly_without_cuda(capsys):
 def test_gpu_script_measures_a_step(capsys):
     assert _gpu_script().main(["--size", "512", "--steps", "2", "--warmup", "1", "--json"]) == 0
     assert "edit_3branch_s_per_step" in capsys.readouterr().out
+
+
+def test_gpu_script_dry_run_on_cpu(capsys):
+    assert _gpu_script().main(["--device", "cpu", "--preset", "tiny", "--size", "128", "--steps", "1",
+                               "--warmup", "1", "--json"]) == 0
+    assert '"edit_3branch_s_per_step"' in capsys.readouterr().out

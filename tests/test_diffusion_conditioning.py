@@ -84,5 +84,16 @@ def test_real_thinker_conditioning():
     a, b = cond("draw a cat"), cond("draw a dog")
     assert a.shape == (1, 256, thinker.hidden_size)
     assert not torch.allclose(a, b)
-    out = pipe(a, height=32, width=32, steps=1, output_type="np")
+    out = pipe(a, height=32, width=32, steps=1, output_type="np", exact_size=True)
     assert out.images.shape == (1, 32, 32, 3)
+
+
+def test_edit_images_reach_the_thinker_at_mings_generation_size():
+    from omni_agent.model.processor import OmniProcessor
+    from omni_agent.model.thinker import Thinker
+
+    processor = OmniProcessor.for_preset("tiny")
+    cfg = dataclasses.replace(DiffusionConfig.preset("tiny"), llm_hidden_size=Thinker.from_preset("tiny").hidden_size)
+    cond = ThinkerConditioner(Thinker.from_preset("tiny"), processor, OmniImagePipeline.from_config(cfg).bridge)
+    assert cond.gen_processor.min_pixels == cond.gen_processor.max_pixels == 451584
+    assert (processor.min_pixels, processor.max_pixels) != (451584, 451584)  # the chat processor is untouched

@@ -62,9 +62,11 @@ def test_size_mismatch_and_pil_inputs():
         recover_mask(img, out[:-1])
 
 
-def test_instruction_names_target_and_colour():
-    s = segmentation_instruction(" the dog ", "green")
-    assert "the dog" in s and "green" in s
+def test_instruction_is_mings_referring_segmentation_prompt():
+    s = segmentation_instruction(" the  dog ")
+    assert s == "Given the following instructions: the dog; please perform referring segmentation on this image."
+    with pytest.raises(ValueError, match="empty"):
+        segmentation_instruction("  ")
 
 
 def test_segment_end_to_end_returns_input_sized_mask():
@@ -75,4 +77,16 @@ def test_segment_end_to_end_returns_input_sized_mask():
     img = PIL.Image.fromarray(_scene(h=40, w=50)[0])
     seg = pipe.segment(cond, img, steps=1)
     assert seg.mask.shape == (40, 50) and seg.mask.dtype == bool
-    assert seg.edited.size == (50, 40)
+    assert seg.edited.size == (544, 448)  # Ming's bucket for a 40x50 (h x w) input: 448x544
+
+
+def test_mask_maps_back_through_the_bucket_crop():
+    from generation.images import fit_to_bucket
+    from generation.segmentation import mask_to_input
+
+    img = PIL.Image.new("RGB", (300, 200))  # bucket 416x608, resized to 416x624, 8 px cropped each side
+    img.paste((255, 255, 255), (100, 50, 200, 150))
+    fitted = np.asarray(fit_to_bucket(img))[..., 0] > 127
+    back = mask_to_input(fitted, 200, 300)
+    truth = np.asarray(img)[..., 0] > 127
+    assert back.shape == (200, 300) and (back != truth).mean() < 0.01

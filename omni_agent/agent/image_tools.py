@@ -22,7 +22,8 @@ class GenerateImageArgs(BaseModel):
     """Draw a new image."""
 
     prompt: str = Field(description="what to draw, in detail")
-    width: int = Field(512, ge=64, le=2048, multiple_of=SIZE_MULTIPLE, description="pixels")
+    width: int = Field(512, ge=64, le=2048, multiple_of=SIZE_MULTIPLE,
+                       description="pixels; Ming snaps the size to its closest ~512x512 aspect bucket")
     height: int = Field(512, ge=64, le=2048, multiple_of=SIZE_MULTIPLE, description="pixels")
     seed: int = Field(0, ge=0, description="same seed and prompt give the same image")
 

@@ -5,8 +5,12 @@ at 256^2 / 512^2), ``batched_cfg_speedup`` (an edit step's three guidance branch
 DiT calls, divided by the same three as one batched call, measured in the same run, interleaved; at
 64^2 by default, where per-call overhead dominates on a CPU; ``batched_cfg_speedup_256`` gives the same
 at 256^2), ``edit_over_gen_ratio`` (edit step with three branches and reference tokens / generation
-step, 256^2). A "step" is the DiT call(s), the guidance combination and the scheduler update; VAE and
-connector run once per image and are excluded. Times are best-of-N (see ``_best_ms``). Weights are
+step, 256^2), ``ming_tensors_loaded`` / ``ming_tensors_expected`` (tensors our strict loader read from a
+folder in Ming's release layout -- the tiny one Ming's own code wrote for the fixtures when the source
+tree has it, else the tiny preset saved in that layout (``ming_layout_source`` says which) -- and
+tensors our modules hold; equal or the load fails). A "step" is the DiT call(s) (Ming's DiT with its
+refiners), the guidance combination and the scheduler update; VAE, connector and MLP run once per
+image and are excluded. Times are best-of-N (see ``_best_ms``). Weights are
 random (the tiny preset): these are cost figures only. Options: ``reps``, ``threads``, ``speedup_size``.
 """
 
@@ -58,7 +62,7 @@ def _measure(ctx: BenchContext, reps: int) -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
     cfg = pipe.config
     with torch.inference_mode():
-        cond, pooled = pipe.bridge(torch.randn(1, cfg.num_query_tokens, cfg.llm_hidden_size, generator=g))
+        cond = pipe.bridge.condition(torch.randn(1, cfg.num_query_tokens, cfg.llm_hidden_size, generator=g))
 
         def latents(size: int) -> torch.Tensor:
             f = pipe.vae_scale_factor
@@ -69,7 +73,7 @@ def _measure(ctx: BenchContext, reps: int) -> dict[str, Any]:
 
         def step(x: torch.Tensor, ref: torch.Tensor | None, plan: Any, batched: bool = True) -> None:
             sched._step_index = 5  # keep the scheduler at the same step on every repeat
-            _, v = pipe.velocities(x, t, cond, pooled, ref, plan, batched=batched)
+            _, v = pipe.velocities(x, t, pipe.branch_inputs(plan, cond, ref), plan, batched=batched)
             sched.step(v, t, x, return_dict=False)
 
         x256, x512 = latents(256), latents(512)
@@ -98,5 +102,25 @@ def _measure(ctx: BenchContext, reps: int) -> dict[str, Any]:
         "edit_step_ms_256": round(edit_ms, 3),
         "threads": torch.get_num_threads(),
         "dit_params": sum(p.numel() for p in pipe.transformer.parameters()),
+        **_ming_layout_counts(pipe),
         "quick": ctx.quick,
     }
+
+
+def _ming_layout_counts(pipe: Any) -> dict[str, Any]:
+    """Load a folder in Ming's release layout with the strict loader and count its tensors."""
+    import tempfile
+    from pathlib import Path
+
+    from generation.pipeline import OmniImagePipeline
+
+    fixture = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "ming_imagegen" / "release"
+    if fixture.is_dir():
+        loaded, source = OmniImagePipeline.from_pretrained(fixture), "ming-code-fixture"
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            pipe.save_pretrained(tmp)
+            loaded, source = OmniImagePipeline.from_pretrained(tmp), "tiny-preset-saved"
+    rep = loaded.load_report
+    return {"ming_tensors_loaded": rep["loaded"], "ming_tensors_expected": rep["expected"],
+            "ming_layout_source": source}

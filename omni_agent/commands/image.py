@@ -37,8 +37,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
     g = sub.add_parser("generate", parents=[common], help="text to image")
     g.add_argument("prompt")
-    g.add_argument("--height", type=int, default=512, help="pixels, a multiple of 16 (default 512)")
-    g.add_argument("--width", type=int, default=512, help="pixels, a multiple of 16 (default 512)")
+    g.add_argument("--height", type=int, default=512,
+                   help="pixels (default 512); snapped to Ming's closest ~512^2 aspect bucket unless --exact-size")
+    g.add_argument("--width", type=int, default=512, help="pixels (default 512); see --height")
+    g.add_argument("--exact-size", action="store_true",
+                   help="generate at exactly --height x --width (multiples of 16) instead of Ming's bucket")
     shared(g)
     for name, helptext in (("edit", "edit an image following an instruction"),
                            ("segment", "segment a target (an edit that paints it, then a difference mask)")):
@@ -46,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         e.add_argument("image", help="input image file")
         e.add_argument("prompt" if name == "edit" else "target")
         e.add_argument("--image-guidance", type=float, default=1.0,
-                       help="image guidance scale s_img (default 1.0; >1 adds a third branch)")
-        e.add_argument("--guidance-mode", type=int, default=1, choices=[0, 1, 2],
-                       help="guidance mode (1 = InstructPix2Pix chain, Ming's default)")
+                       help="image guidance scale s_img (default 1.0; only above 1 adds image guidance)")
+        e.add_argument("--guidance-mode", type=int, default=1, choices=[1, 2, 3, 4, 5, 6],
+                       help="Ming's cfg_mode 1-6 when --image-guidance > 1 (default 1; see docs/diffusion.md)")
         if name == "segment":
             e.add_argument("--colour", default="red", choices=["red", "green", "blue"], help="paint colour")
             e.add_argument("--threshold", type=int, default=48, help="difference threshold 0..255 (default 48)")
@@ -93,7 +96,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                                  dtype=dtype)
         print(stack.description, file=sys.stderr)
         if args.image_command == "generate":
-            out = stack.generate(args.prompt, height=args.height, width=args.width, **common)
+            out = stack.generate(args.prompt, height=args.height, width=args.width, exact_size=args.exact_size,
+                                 **common)
             out.images[0].save(args.output)
             print(f"wrote {args.output}: {out.width}x{out.height}, {args.steps} steps, "
                   f"branches {'+'.join(out.branches)} batched, {out.seconds:.1f} s")
@@ -101,7 +105,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             out = stack.edit(args.image, args.prompt, guidance_image=args.image_guidance,
                              guidance_mode=args.guidance_mode, **common)
             out.images[0].save(args.output)
-            print(f"wrote {args.output}: {out.width}x{out.height} (input size), "
+            print(f"wrote {args.output}: {out.width}x{out.height} (Ming's aspect bucket for the input), "
                   f"branches {'+'.join(out.branches)} batched, {out.seconds:.1f} s")
         else:
             from generation.segmentation import MASK_COLOURS, MaskFilter

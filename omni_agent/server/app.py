@@ -44,6 +44,7 @@ from omni_agent.server.errors import (
     unhandled_error_handler,
     validation_error_handler,
 )
+from omni_agent.server.images import images_router
 from omni_agent.server.schemas import ChatCompletionRequest
 from vision.video import media_token_budget
 
@@ -117,6 +118,7 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
         return await agent_chat(body, request, settings, engine, app.state.file_resolver, app.state.responder)
 
     app.include_router(v1)
+    app.include_router(images_router(settings, engine))  # POST /v1/images/generations, /v1/images/edits
     for router in extra_routers:
         app.include_router(router)
     return app

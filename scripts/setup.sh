@@ -25,6 +25,11 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# pip, quietly; a machine-wide pip.conf may name local indexes that do not exist, which pip reports per package.
+pip_install() {
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
 # The stamp names everything the install depends on; a different stamp means a rebuild.
 want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)-$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')
 have=$(cat "$STAMP" 2>/dev/null || true)
@@ -34,8 +39,8 @@ if [ "$want" != "$have" ]; then
   "$PYTHON" -m venv "$VENV"
   echo "setup: installing requirements.lock into $VENV (a cold cache downloads about 3 GB of torch wheels)"
   # The lock is exact and hashed; --no-deps because it already lists every transitive dependency.
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  pip_install --require-hashes --no-deps -r requirements.lock
+  pip_install --no-deps --no-build-isolation -e .
 fi
 # Runs every time (3 s): a venv that was fine yesterday can break when a system library changes.
 if ! "$VENV/bin/python" -m omni_agent.doctor; then

@@ -107,8 +107,8 @@ def test_voice_turn_and_barge_in_truncate_at_what_was_played(tmp_path, browser_f
     mic = _mic_wav(tmp_path / "mic.wav", ("Hello, what can you do for me today?", 1.6),
                    ("Wait, stop please.", 3.0))
     settings = Settings()
-    # 20 chunks of 0.3 s: a 6 s answer, generated much faster than it plays, so the barge-in lands mid-playback.
-    responder = FakeResponder(steps=20, chunk_s=0.3, delay_s=0.01)
+    # 30 chunks of 0.4 s: a 12 s answer, generated much faster than it plays, so the barge-in lands mid-playback.
+    responder = FakeResponder(steps=30, chunk_s=0.4, delay_s=0.01)
     with _serve(make_app(settings, responder), settings) as srv:
         page = browser_factory(mic)
         _connect(page, srv.http)

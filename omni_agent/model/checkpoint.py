@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
-from omni_agent.model.config import ThinkerConfig
+from omni_agent.model.config import TINY_TOKENIZER, ThinkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,6 @@ def save_thinker(thinker: torch.nn.Module, path: str | Path, *, max_shard_bytes:
                  tokenizer_json: str | Path | None = None) -> None:
     """Write ``config.json``, weights (sharded when larger than ``max_shard_bytes``) and ``tokenizer.json``."""
     from safetensors.torch import save_file
-
-    from omni_agent.model.processor import TINY_TOKENIZER
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -136,22 +134,22 @@ def weight_files(path: Path) -> list[Path]:
     raise CheckpointError(f"{path}: no {WEIGHTS_FILE} or {INDEX_FILE}")
 
 
-def load_thinker(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):  # noqa: ANN201
-    """Build the thinker on ``meta`` from ``config.json`` and assign the checkpoint's tensors.
+def load_thinker(model_cls: Callable[[ThinkerConfig], torch.nn.Module], path: str | Path, *,
+                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None):  # noqa: ANN201
+    """Build ``model_cls(config)`` (the ``Thinker``) on ``meta`` from ``config.json`` and assign the tensors.
 
+    The class is passed in so that this module does not import ``thinker`` (which imports this one).
     ``dtype`` None keeps the stored dtype. Raises ``CheckpointError`` naming missing weights, or
     weights whose shapes differ; unknown extra weights are logged by name and skipped.
     """
     from safetensors import safe_open
-
-    from omni_agent.model.thinker import Thinker
 
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
         raise CheckpointError(f"{path}: no {CONFIG_FILE}")
     cfg = ThinkerConfig.from_ming_dict(json.loads((path / CONFIG_FILE).read_text()))
     with torch.device("meta"):
-        thinker = Thinker(cfg)
+        thinker = model_cls(cfg)
     expected = thinker.state_dict()
     dev = torch.device(device)
     state: dict[str, torch.Tensor] = {}
@@ -179,7 +177,7 @@ def load_thinker(path: str | Path, *, device: str | torch.device = "cpu", dtype:
     thinker.load_state_dict(state, strict=False, assign=True)
     _materialise_rest(thinker, set(state), dev, dtype or _first_float_dtype(state.values()))
     if cfg.llm.norm_head:
-        thinker.model.normalize_head()
+        thinker.model.normalize_head()  # type: ignore[operator]
     return thinker.eval()
 
 

@@ -20,15 +20,13 @@ from torch import nn
 
 from audio.encoder import WhisperEncoder, sinusoids
 from omni_agent.model.bailing_moe import BailingMoeForCausalLM, KVCache, init_weights
+from omni_agent.model.checkpoint import load_thinker, save_thinker
 from omni_agent.model.config import ThinkerConfig
+from omni_agent.model.errors import PlaceholderMismatchError
 from vision.encoder import VisionTransformer
 
 if TYPE_CHECKING:
     from omni_agent.model.processor import ProcessedPrompt
-
-
-class PlaceholderMismatchError(ValueError):
-    """The number of placeholder tokens in a prompt differs from the media embeddings given for them."""
 
 
 @dataclass
@@ -168,15 +166,11 @@ class Thinker(nn.Module):
         Raises:
             omni_agent.model.checkpoint.CheckpointError: missing files or weights (named in the message).
         """
-        from omni_agent.model.checkpoint import load_thinker
-
-        return load_thinker(path, device=device, dtype=dtype)
+        return load_thinker(cls, path, device=device, dtype=dtype)
 
     def save_pretrained(self, path: str | Path, *, max_shard_bytes: int | None = None,
                         tokenizer_json: str | Path | None = None) -> None:
         """Write config.json, safetensors (sharded past ``max_shard_bytes``) and tokenizer.json."""
-        from omni_agent.model.checkpoint import save_thinker
-
         save_thinker(self, path, max_shard_bytes=max_shard_bytes, tokenizer_json=tokenizer_json)
 
     # ----------------------------------------------------------------------------- encoders

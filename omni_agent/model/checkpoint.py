@@ -81,7 +81,7 @@ def save_thinker(thinker: torch.nn.Module, path: str | Path, *, max_shard_bytes:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg: ThinkerConfig = thinker.config  # type: ignore[assignment]
-    tensors = {to_checkpoint_name(k): v.detach().contiguous().cpu() for k, v in thinker.state_dict().items()}
+    tensors = {to_checkpoint_name(k): _own_storage(v) for k, v in thinker.state_dict().items()}
     (path / CONFIG_FILE).write_text(json.dumps(cfg.to_ming_dict(), indent=2))
     shards = _plan_shards(tensors, max_shard_bytes)
     for stale in list(path.glob("model*.safetensors")) + [path / INDEX_FILE]:
@@ -100,6 +100,13 @@ def save_thinker(thinker: torch.nn.Module, path: str | Path, *, max_shard_bytes:
     tok = Path(tokenizer_json) if tokenizer_json else TINY_TOKENIZER
     if tok.resolve() != (path / TOKENIZER_FILE).resolve():
         shutil.copyfile(tok, path / TOKENIZER_FILE)
+
+
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU tensor with storage of its own (grouped experts are views into stacked weights,
+    and safetensors refuses tensors that share memory)."""
+    t = t.detach().contiguous().cpu()
+    return t.clone() if t.untyped_storage().nbytes() != t.numel() * t.element_size() else t
 
 
 def _plan_shards(tensors: dict[str, torch.Tensor], max_bytes: int | None) -> list[list[str]]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from omni_agent.model.config import TINY_TOKENIZER, ThinkerConfig
+from omni_agent.model.fit import check_fits, module_bytes
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,8 @@ def load_thinker(model_cls: Callable[[ThinkerConfig], torch.nn.Module], path: st
     """Build ``model_cls(config)`` (the ``Thinker``) on ``meta`` from ``config.json`` and assign the tensors.
 
     The class is passed in so that this module does not import ``thinker`` (which imports this one).
-    ``dtype`` None keeps the stored dtype. Raises ``CheckpointError`` naming missing weights, or
+    ``dtype`` None keeps the stored dtype. A checkpoint too large for the device's free memory is
+    refused before anything is read (``omni_agent.model.fit.DoesNotFitError``). Raises ``CheckpointError`` naming missing weights, or
     weights whose shapes differ; unknown extra weights are logged by name and skipped.
     """
     from safetensors import safe_open
@@ -159,9 +161,12 @@ def load_thinker(model_cls: Callable[[ThinkerConfig], torch.nn.Module], path: st
         thinker = model_cls(cfg)
     expected = thinker.state_dict()
     dev = torch.device(device)
+    files = weight_files(path)
+    need = module_bytes(thinker, dtype) if dtype is not None else sum(f.stat().st_size for f in files)
+    check_fits(f"the thinker in {path}", need, dev)
     state: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
-    for f in weight_files(path):
+    for f in files:
         with safe_open(str(f), framework="pt", device=str(dev) if dev.type != "meta" else "cpu") as sf:
             for key in sf.keys():  # noqa: SIM118 - safe_open is not a dict
                 ours = from_checkpoint_name(key)

@@ -23,6 +23,7 @@ from omni_agent.model.bailing_moe import BailingMoeForCausalLM, KVCache, init_we
 from omni_agent.model.checkpoint import load_thinker, save_thinker
 from omni_agent.model.config import ThinkerConfig
 from omni_agent.model.errors import PlaceholderMismatchError
+from omni_agent.model.fit import check_fits, module_bytes
 from vision.encoder import VisionTransformer
 
 if TYPE_CHECKING:
@@ -127,13 +128,19 @@ class Thinker(nn.Module):
     @classmethod
     def from_config(cls, config: ThinkerConfig, *, seed: int = 0, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32) -> Thinker:
-        """Build from a config with seeded random weights, initialised directly on ``device``."""
+        """Build from a config with seeded random weights, initialised directly on ``device``.
+
+        Raises:
+            omni_agent.model.fit.DoesNotFitError: the weights do not fit in the device's free memory.
+        """
         device = torch.device(device)
         if device.type == "meta":
             with torch.device("meta"):
                 return cls(config).to(dtype)
         with torch.device("meta"):
             thinker = cls(config).to(dtype)
+        check_fits(f"the {config.name} thinker in {str(dtype).removeprefix('torch.')}", module_bytes(thinker),
+                   device)
         # Storage is allocated once, in the target dtype, on the target device (no fp32 copy of a 16.8B model).
         thinker = thinker.to_empty(device=device)
         gen = torch.random.get_rng_state()

@@ -85,7 +85,7 @@ def torch_resize(arr: np.ndarray, h: int, w: int) -> np.ndarray:
     which Ming's ``fetch_video`` uses); a no-op at the same size."""
     if arr.shape[:2] == (h, w):
         return arr
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.require(arr, requirements=["C", "W"])).permute(2, 0, 1)[None].float()
     y = torch.nn.functional.interpolate(x, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
     return y.clamp_(0, 255).round_().to(torch.uint8)[0].permute(1, 2, 0).numpy()
 

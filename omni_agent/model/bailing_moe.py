@@ -131,14 +131,17 @@ class MoE(nn.Module):
                                if cfg.num_shared_experts else None)
 
     def route(self, x: torch.Tensor, modality: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k weights and expert ids per token, each token through its modality's router."""
+        """Top-k weights and expert ids per token, each token through its modality's router.
+
+        Every router scores every token and the modality picks per row (routers are tiny next to the
+        experts), so routing has no data-dependent branch: no host sync, capturable in a graph.
+        """
         weights, idx = self.gate(x)  # [N, A]
         if self.multi_gate and modality is not None:
             for mod_id, router in ((MODALITY_IMAGE, self.image_gate), (MODALITY_AUDIO, self.audio_gate)):
-                sel = modality == mod_id  # [N]
-                if sel.any():
-                    w_m, i_m = router(x[sel])
-                    weights[sel], idx[sel] = w_m, i_m
+                sel = (modality == mod_id)[:, None]  # [N, 1]
+                w_m, i_m = router(x)
+                weights, idx = torch.where(sel, w_m, weights), torch.where(sel, i_m, idx)
         return weights, idx
 
     def unpack(self) -> None:

@@ -125,7 +125,7 @@ def grouped_experts(flat: torch.Tensor, weights: torch.Tensor, idx: torch.Tensor
     order = flat_idx.argsort(stable=True)
     token_of = order // A
     w_rows = weights.reshape(-1)[order].float()
-    counts = torch.bincount(flat_idx, minlength=E)  # [E]
+    counts = torch.zeros(E, device=flat.device, dtype=torch.long).scatter_add_(0, flat_idx, torch.ones_like(flat_idx))
     if S:
         shared_tokens = torch.arange(N, device=flat.device).repeat(S)
         token_of = torch.cat([token_of, shared_tokens])

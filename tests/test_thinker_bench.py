@@ -15,3 +15,7 @@ def test_thinker_bench_quick_keys() -> None:
     assert result["decode_matches_forward"] is True
     assert abs(result["llm_params_real"] - 16.8e9) / 16.8e9 < 0.02
     assert result["tiny_prefill_tok_s"] > 0 and result["tiny_decode_tok_s"] > 0
+    assert result["moe_impl"] == "grouped_mm" and result["tiny_decode_tok_s_moe_loop"] > 0
+    for impl in ("loop", "grouped"):
+        assert result[f"moe64_layer_ms_{impl}_t1"] > 0 and result[f"moe64_layer_ms_{impl}_t256"] > 0
+    assert result["moe64_grouped_max_abs_diff"] < 1e-5

@@ -15,8 +15,8 @@ from vision.preprocess import ImageError
 
 @pytest.fixture(scope="module")
 def proc() -> OmniProcessor:
-    # min_pixels=1 keeps the test media at their own (multiple-of-28) sizes.
-    return OmniProcessor.for_preset("tiny", min_pixels=1)
+    # min_pixels=1 (images and raw video frames) keeps the test media at their own (multiple-of-28) sizes.
+    return OmniProcessor.for_preset("tiny", min_pixels=1, video_min_pixels=1)
 
 
 def _ids(proc: OmniProcessor, text: str) -> list[int]:
@@ -67,28 +67,33 @@ def test_placeholder_counts(proc: OmniProcessor) -> None:
 
 
 def test_mrope_ids_by_hand(proc: OmniProcessor) -> None:
-    p = proc(_media_messages())
-    a = len(_ids(proc, "<role>HUMAN</role>Look<image>"))  # text before the image patches
-    b = len(_ids(proc, "</image>\n and<video>"))
-    c = len(_ids(proc, "</video>\n<audio>"))
+    # Video before image: Ming's walk (videos' grids first, see OmniProcessor._mrope_positions) then
+    # matches the runs one to one; an image-before-video prompt is covered by tests/test_ming_inputs.py.
+    msgs = _media_messages()
+    parts = msgs[0]["content"]
+    parts[1], parts[3] = parts[3], parts[1]
+    p = proc(msgs)
+    a = len(_ids(proc, "<role>HUMAN</role>Look<video>"))  # text before the video patches
+    b = len(_ids(proc, "</video>\n and<image>"))
+    c = len(_ids(proc, "</image>\n<audio>"))
     d = len(_ids(proc, "</audio><role>ASSISTANT</role>"))
-    assert len(p) == a + 6 + b + 4 + c + 5 + d
-    s_img = a  # image patches start at the next text position: grid 1 x 2 x 3
-    img = [[s_img] * 6,
-           [s_img, s_img, s_img, s_img + 1, s_img + 1, s_img + 1],
-           [s_img, s_img + 1, s_img + 2, s_img, s_img + 1, s_img + 2]]
-    after_img = s_img + 3  # max id + 1
-    s_vid = after_img + b  # video grid 2 x 1 x 2
+    assert len(p) == a + 4 + b + 6 + c + 5 + d
+    s_vid = a  # video grid 2 x 1 x 2
     vid = [[s_vid, s_vid, s_vid + 1, s_vid + 1],
            [s_vid, s_vid, s_vid, s_vid],
            [s_vid, s_vid + 1, s_vid, s_vid + 1]]
-    after_vid = s_vid + 2
+    after_vid = s_vid + 2  # max id + 1
+    s_img = after_vid + b  # image patches start at the next text position: grid 1 x 2 x 3
+    img = [[s_img] * 6,
+           [s_img, s_img, s_img, s_img + 1, s_img + 1, s_img + 1],
+           [s_img, s_img + 1, s_img + 2, s_img, s_img + 1, s_img + 2]]
+    after_img = s_img + 3
     rows = [[], [], []]
     for r in range(3):
-        rows[r] = (list(range(a)) + img[r] + list(range(after_img, after_img + b)) + vid[r]
-                   + list(range(after_vid, after_vid + c + 5 + d)))  # audio numbered like text
+        rows[r] = (list(range(a)) + vid[r] + list(range(after_vid, after_vid + b)) + img[r]
+                   + list(range(after_img, after_img + c + 5 + d)))  # audio numbered like text
     assert p.position_ids.tolist() == rows
-    last = after_vid + c + 5 + d - 1
+    last = after_img + c + 5 + d - 1
     assert p.rope_delta == last + 1 - len(p)
     # Decoding: all three rows advance together from rope_delta.
     dec = proc.decode_positions(p.rope_delta, len(p), 3)
@@ -98,7 +103,7 @@ def test_mrope_ids_by_hand(proc: OmniProcessor) -> None:
 def test_mrope_time_aligned_video_and_video_rope() -> None:
     frames = [np.zeros((28, 56, 3), np.uint8)] * 4
     msgs = [{"role": "user", "content": [{"type": "video", "video": frames}]}]
-    aligned = OmniProcessor.for_preset("tiny", min_pixels=1, time_aligned_video=True)
+    aligned = OmniProcessor.for_preset("tiny", min_pixels=1, video_min_pixels=1, time_aligned_video=True)
     p = aligned(msgs)
     s = p.mm_items[0].offset  # no text before the video patches other than the prefix, all sequential
     assert p.mm_items[0].second_per_grid == pytest.approx(1.0)  # 2 frames per grid at 2 fps
@@ -106,7 +111,7 @@ def test_mrope_time_aligned_video_and_video_rope() -> None:
     assert vid == [[s, s, s + 2, s + 2], [s, s, s, s], [s, s + 1, s, s + 1]]  # t = s + idx * 1.0 s * 2 tok/s
     assert p.position_ids[0, s + 4].item() == s + 3
 
-    vr = OmniProcessor.for_preset("tiny", min_pixels=1)
+    vr = OmniProcessor.for_preset("tiny", min_pixels=1, video_min_pixels=1)
     vr.config.llm.rope_type = "video_rope"
     q = vr(msgs)
     # t stepped by 2; h/w centred ((1-1)//2 = 0, (2-1)//2 = 0) and offset by t.

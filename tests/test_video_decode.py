@@ -140,17 +140,28 @@ def test_ten_minute_video_respects_the_token_budget() -> None:
 
 
 def test_budget_lowers_resolution_before_frames() -> None:
-    plan = plan_sampling(60.0, 1280, 720, max_tokens=20000)
-    assert len(plan.times) == 120 and plan.height * plan.width < 720 * 1280
-    assert tokens_for(len(plan.times), plan.height, plan.width) <= 20000
-    assert "resolution lowered" in plan.note and "frames reduced" not in plan.note
-    plan = plan_sampling(60.0, 1280, 720, max_tokens=2000)
-    assert plan.height * plan.width >= 78400  # resolution floor reached, then fewer frames
+    plan = plan_sampling(60.0, 1280, 720)  # Ming's own size for 120 frames: its cap falls with the frame count
+    assert len(plan.times) == 120 and (plan.height, plan.width) == (252, 448) and plan.note is None
+    plan = plan_sampling(60.0, 1280, 720, max_tokens=7000, budget_min_pixels=50176)
+    assert len(plan.times) == 120 and plan.height * plan.width < 252 * 448
+    assert tokens_for(len(plan.times), plan.height, plan.width) <= 7000
+    assert "resolution lowered from Ming's 448x252" in plan.note and "frames reduced" not in plan.note
+    plan = plan_sampling(60.0, 1280, 720, max_tokens=2000, budget_min_pixels=50176)
+    assert plan.height * plan.width >= 50176  # resolution floor reached, then fewer frames
     assert "frames reduced" in plan.note
     assert tokens_for(len(plan.times), plan.height, plan.width) <= 2000
     with pytest.raises(VideoError, match="too small"):
         plan_sampling(60.0, 1280, 720, max_tokens=50)
     assert plan_sampling(3.0, 96, 64).note is None
+
+
+def test_frame_sizes_follow_ming_video_limits() -> None:
+    """Issue 16: 112x112 frames get Ming's video floor (100,352 px), not the image floor."""
+    plan = plan_sampling(2.0, 112, 112)
+    assert (plan.height, plan.width) == (336, 336) and len(plan.times) == 4
+    assert tokens_for(len(plan.times), plan.height, plan.width) == 288  # grid (2, 24, 24)
+    plan = plan_sampling(3.0, 320, 240)
+    assert (plan.height, plan.width) == (280, 392)  # 140 tokens per frame pair
 
 
 def test_decoded_clip_cache(mp4_3s: bytes) -> None:

@@ -55,7 +55,7 @@ def test_patch_layout_matches_merge_units() -> None:
 
 def test_frames_to_temporal_patches() -> None:
     frames = [np.full((28, 28, 3), i * 40, np.uint8) for i in range(5)]  # odd count: last repeated
-    pv, grid = preprocess_frames(frames, min_pixels=1)
+    pv, grid = preprocess_frames(frames)
     assert grid.tolist() == [[3, 2, 2]] and pv.shape[0] == 12
     with pytest.raises(ImageError, match="differ in size"):
         preprocess_frames([np.zeros((28, 28, 3), np.uint8), np.zeros((56, 28, 3), np.uint8)])
@@ -67,7 +67,7 @@ def test_vision_encoder_token_count_and_windows() -> None:
     torch.manual_seed(0)
     vit = VisionTransformer(cfg)
     pv1, g1 = preprocess_image(np.random.default_rng(0).integers(0, 255, (84, 140, 3), dtype=np.uint8), min_pixels=1)
-    pv2, g2 = preprocess_frames([np.zeros((56, 56, 3), np.uint8)] * 4, min_pixels=1)
+    pv2, g2 = preprocess_frames([np.zeros((56, 56, 3), np.uint8)] * 4)
     with torch.no_grad():
         both = vit(torch.cat([pv1, pv2]), torch.cat([g1, g2]))
         one = vit(pv1, g1)

@@ -1,8 +1,8 @@
 """Video decoding, frame sampling and time alignment for video QA.
 
 ``load_video`` decodes a file or an in-memory byte stream with PyAV in one streaming pass: it keeps
-only the sampled frames (already resized with the image rules, so a long 4K video never sits in
-memory at full size) and the audio track resampled to 16 kHz mono. Frames are sampled at ``fps``
+only the sampled frames (already resized to the size Ming's video path gives them,
+``vision.sizing.video_sizes``, so a long 4K video never sits in memory at full size) and the audio track resampled to 16 kHz mono. Frames are sampled at ``fps``
 (2 by default) within ``min_frames..max_frames``, always an even count so that they group into the
 vision encoder's temporal patches of 2; each group's start time becomes its MRoPE time id through
 ``VideoClip.second_per_grid``.
@@ -30,12 +30,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-# Rules shared with images (Qwen2.5-VL / Ming): 14 px patches merged 2x2 -> one token per 28x28 px.
-PATCH_FACTOR = 28
-TEMPORAL_PATCH = 2  # the vision encoder folds 2 consecutive frames into one patch (one frame group)
-IMAGE_MIN_PIXELS = 78400  # 100 tokens per frame group
-IMAGE_MAX_PIXELS = 802816  # 1024 tokens per frame group
-VIDEO_MAX_PIXELS = 768 * 28 * 28  # Qwen2.5-VL's per-frame cap for video (768 tokens per group)
+from vision.sizing import FACTOR as PATCH_FACTOR  # 14 px patches merged 2x2 -> one token per 28x28 px
+from vision.sizing import TEMPORAL as TEMPORAL_PATCH  # 2 consecutive frames fold into one patch (a group)
+from vision.sizing import VIDEO_MAX_PIXELS, VIDEO_MIN_PIXELS, ImageError, smart_resize, video_sizes
+
 DEFAULT_FPS = 2.0
 DEFAULT_MIN_FRAMES = 4
 DEFAULT_MAX_FRAMES = 128
@@ -115,11 +113,18 @@ class VideoClip:
 
 # ----------------------------------------------------------------------------- sizes and budget
 def _smart_resize(h: int, w: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """The image rule (``vision.preprocess.smart_resize``) with video errors."""
-    from vision.preprocess import ImageError, smart_resize  # imports torch: not at module load (CLI --help)
-
+    """The resize rule (``vision.sizing.smart_resize``) with video errors."""
     try:
-        return tuple(smart_resize(h, w, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels))  # type: ignore[return-value]
+        return smart_resize(h, w, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    except ImageError as e:
+        raise VideoError(str(e)) from None
+
+
+def ming_frame_size(h: int, w: int, num_frames: int, min_pixels: int = VIDEO_MIN_PIXELS,
+                    max_pixels: int = VIDEO_MAX_PIXELS) -> tuple[int, int]:
+    """The size Ming's video path gives ``num_frames`` frames of h x w (``vision.sizing.video_sizes``)."""
+    try:
+        return video_sizes(h, w, num_frames, min_pixels=min_pixels, max_pixels=max_pixels)[1]
     except ImageError as e:
         raise VideoError(str(e)) from None
 
@@ -127,8 +132,7 @@ def _smart_resize(h: int, w: int, factor: int, min_pixels: int, max_pixels: int)
 def _floor_size(h: int, w: int, floor_pixels: int) -> tuple[int, int]:
     """Smallest size with the source's aspect, sides multiples of 28 and at least ``floor_pixels``.
 
-    Staying at or above the floor keeps the size a fixed point of the image rules, so the processor's
-    own ``smart_resize`` leaves budgeted frames alone.
+    The processor uses a ``VideoClip``'s frames at the size they have, so a budgeted size stays.
     """
     beta = math.sqrt(floor_pixels / (h * w))
     return (max(PATCH_FACTOR, math.ceil(h * beta / PATCH_FACTOR) * PATCH_FACTOR),
@@ -164,7 +168,7 @@ def plan_sampling(
     min_frames: int = DEFAULT_MIN_FRAMES,
     max_frames: int = DEFAULT_MAX_FRAMES,
     max_tokens: int | None = None,
-    min_pixels: int = IMAGE_MIN_PIXELS,
+    min_pixels: int = VIDEO_MIN_PIXELS,
     max_pixels: int = VIDEO_MAX_PIXELS,
     budget_min_pixels: int | None = None,
 ) -> SamplingPlan:
@@ -196,7 +200,8 @@ def plan_sampling(
     elif natural < min_frames:
         uniform = True  # a very short video: min_frames spread over it
 
-    h, w = _smart_resize(src_h, src_w, PATCH_FACTOR, min_pixels, max_pixels)
+    # Ming's frame size for n frames (its per-frame cap falls when there are many frames).
+    h, w = ming_frame_size(src_h, src_w, n, min_pixels, max_pixels)
     if max_tokens is not None:
         floor_pixels = budget_min_pixels if budget_min_pixels is not None else min_pixels
         floor_pixels = max(PATCH_FACTOR * PATCH_FACTOR, min(floor_pixels, h * w))
@@ -213,7 +218,7 @@ def plan_sampling(
                     break
                 target = max(floor_pixels, int(target * 0.9))
             if (nh, nw) != (h, w):
-                notes.append(f"resolution lowered from {w}x{h} to {nw}x{nh}")
+                notes.append(f"resolution lowered from Ming's {w}x{h} to {nw}x{nh}")
                 h, w = nh, nw
             # 2) fewer frames (a lower rate over the whole video).
             if tokens_for(n, h, w) > max_tokens:
@@ -391,7 +396,7 @@ def load_video(
     min_frames: int = DEFAULT_MIN_FRAMES,
     max_frames: int = DEFAULT_MAX_FRAMES,
     max_tokens: int | None = None,
-    min_pixels: int = IMAGE_MIN_PIXELS,
+    min_pixels: int = VIDEO_MIN_PIXELS,
     max_pixels: int = VIDEO_MAX_PIXELS,
     budget_min_pixels: int | None = None,
     audio: bool = True,
@@ -405,8 +410,8 @@ def load_video(
         min_frames: fewest frames to sample (short videos are sampled more densely).
         max_frames: most frames to sample (long videos are sampled more sparsely).
         max_tokens: vision-token budget for the clip; None for no budget beyond ``max_frames``.
-        min_pixels: smallest frame area after resizing (the image rules).
-        max_pixels: largest frame area after resizing.
+        min_pixels: smallest frame area after resizing (Ming's video floor, 100,352).
+        max_pixels: largest frame area after resizing (Ming's 602,112; less for many frames).
         budget_min_pixels: how far the budget may lower the resolution (default ``min_pixels``).
         audio: also decode the audio track (16 kHz mono).
         seek: jump between sample times instead of decoding every frame; None decides by the spacing
@@ -584,20 +589,22 @@ def clip_from_frames(
     timestamps: Sequence[float],
     *,
     audio: np.ndarray | None = None,
-    min_pixels: int = IMAGE_MIN_PIXELS,
+    min_pixels: int = VIDEO_MIN_PIXELS,
     max_pixels: int = VIDEO_MAX_PIXELS,
     max_tokens: int | None = None,
 ) -> VideoClip:
     """Build a clip from frames that arrived one by one (camera frames over realtime).
 
     Frames may be numpy ``[H, W, 3]`` uint8 arrays or PIL images; they are resized to one common size
-    with the image rules. An odd count repeats the last frame so the temporal patches of 2 fill up.
+    (the latest frame's) the way Ming's video path resizes decoded frames. An odd count repeats the last frame so the temporal patches of 2 fill up.
     With ``max_tokens``, the oldest frames are dropped first (the latest view matters most live).
 
     Raises:
         VideoError: no frames, mismatched lengths or timestamps that go backwards.
     """
     from PIL import Image
+
+    from vision.preprocess import resize_video_frame  # imports torch: not at module load (CLI --help)
 
     if not frames:
         raise VideoError("no frames")
@@ -608,18 +615,21 @@ def clip_from_frames(
         raise VideoError("frame timestamps must not go backwards")
     imgs = [f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
     w0, h0 = imgs[-1].size
-    h, w = _smart_resize(h0, w0, PATCH_FACTOR, min_pixels, max_pixels)
     note = None
     if len(imgs) % 2:
         imgs.append(imgs[-1])
         ts.append(ts[-1])
+    try:
+        fetched, (h, w) = video_sizes(h0, w0, len(imgs), min_pixels=min_pixels, max_pixels=max_pixels)
+    except ImageError as e:
+        raise VideoError(str(e)) from None
     if max_tokens is not None and tokens_for(len(imgs), h, w) > max_tokens:
         keep = _even(max_tokens // max(1, (h // PATCH_FACTOR) * (w // PATCH_FACTOR)) * TEMPORAL_PATCH)
         if keep < TEMPORAL_PATCH:
             raise VideoError(f"token budget {max_tokens} is too small for one frame group at {w}x{h}")
         note = f"kept the latest {keep} of {len(imgs)} frames (token budget {max_tokens})"
         imgs, ts = imgs[-keep:], ts[-keep:]
-    arrays = [np.asarray(im.convert("RGB").resize((w, h), Image.BICUBIC), dtype=np.uint8) for im in imgs]
+    arrays = [resize_video_frame(np.asarray(im.convert("RGB"), dtype=np.uint8), fetched, (h, w)) for im in imgs]
     hasher = hashlib.sha256()
     for a, t in zip(arrays, ts, strict=True):
         hasher.update(a.tobytes())

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from omni_agent.model.config import LLMConfig
+from omni_agent.model.moe import PackedExperts, grouped_experts, pack_experts, resolve_impl
 
 MODALITY_TEXT, MODALITY_IMAGE, MODALITY_AUDIO = 0, 1, 2
 
@@ -108,10 +109,18 @@ class Router(nn.Module):
 
 
 class MoE(nn.Module):
-    """Routed experts + shared experts, with one router per modality (``gate``/``image_gate``/``audio_gate``)."""
+    """Routed experts + shared experts, with one router per modality (``gate``/``image_gate``/``audio_gate``).
+
+    ``impl`` picks how the experts run (``omni_agent.model.moe``): ``auto`` (grouped GEMMs where torch
+    has them for the device and dtype, else one matmul per expert on stacked weights), ``grouped_mm``,
+    ``sorted`` or ``loop`` (the reference: one module call per expert).
+    """
 
     def __init__(self, cfg: LLMConfig) -> None:
         super().__init__()
+        self.impl = "auto"
+        self._packed: PackedExperts | None = None
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.unpack())
         self.gate = Router(cfg)
         self.multi_gate = cfg.multi_gate
         if cfg.multi_gate:
@@ -122,20 +131,41 @@ class MoE(nn.Module):
                                if cfg.num_shared_experts else None)
 
     def route(self, x: torch.Tensor, modality: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k weights and expert ids per token, each token through its modality's router."""
+        """Top-k weights and expert ids per token, each token through its modality's router.
+
+        Every router scores every token and the modality picks per row (routers are tiny next to the
+        experts), so routing has no data-dependent branch: no host sync, capturable in a graph.
+        """
         weights, idx = self.gate(x)  # [N, A]
         if self.multi_gate and modality is not None:
             for mod_id, router in ((MODALITY_IMAGE, self.image_gate), (MODALITY_AUDIO, self.audio_gate)):
-                sel = modality == mod_id  # [N]
-                if sel.any():
-                    w_m, i_m = router(x[sel])
-                    weights[sel], idx[sel] = w_m, i_m
+                sel = (modality == mod_id)[:, None]  # [N, 1]
+                w_m, i_m = router(x)
+                weights, idx = torch.where(sel, w_m, weights), torch.where(sel, i_m, idx)
         return weights, idx
+
+    def unpack(self) -> None:
+        """Forget the stacked weights (after parameters were replaced); the next forward packs again."""
+        self._packed = None
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 - nn.Module's signature
+        self._packed = None  # .to()/.cuda() give every parameter its own new tensor
+        return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor, modality: torch.Tensor | None = None) -> torch.Tensor:
         B, T, D = x.shape
         flat = x.reshape(-1, D)  # [N, D]
         weights, idx = self.route(flat, None if modality is None else modality.reshape(-1))  # [N, A]
+        impl = resolve_impl(self.impl, flat.device, flat.dtype)
+        if impl == "loop":
+            return self._forward_loop(flat, weights, idx).view(B, T, D)
+        if self._packed is None:
+            width = self.experts[0].gate_proj.weight.shape[0]
+            self._packed = pack_experts(self.experts, self.shared_experts, width)
+        return grouped_experts(flat, weights, idx, self._packed, impl == "grouped_mm").view(B, T, D)
+
+    def _forward_loop(self, flat: torch.Tensor, weights: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The reference: each expert's module called on its tokens, the shared MLP on all."""
         y = torch.zeros_like(flat, dtype=torch.float32)  # [N, D]
         # Sort the (token, slot) pairs by expert so each expert runs once on its tokens.
         order = idx.reshape(-1).argsort()  # [N*A]
@@ -149,10 +179,10 @@ class MoE(nn.Module):
                 out = self.experts[e](flat[tok])  # [n, D]
                 y.index_add_(0, tok, out.float() * w_sorted[start:start + n, None])
                 start += n
-        y = y.to(x.dtype)
+        y = y.to(flat.dtype)
         if self.shared_experts is not None:
             y = y + self.shared_experts(flat)
-        return y.view(B, T, D)
+        return y
 
 
 class DecoderLayer(nn.Module):

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
-from omni_agent.model.config import ThinkerConfig
+from omni_agent.model.config import TINY_TOKENIZER, ThinkerConfig
+from omni_agent.model.fit import check_fits, module_bytes
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,10 @@ def save_thinker(thinker: torch.nn.Module, path: str | Path, *, max_shard_bytes:
     """Write ``config.json``, weights (sharded when larger than ``max_shard_bytes``) and ``tokenizer.json``."""
     from safetensors.torch import save_file
 
-    from omni_agent.model.processor import TINY_TOKENIZER
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     cfg: ThinkerConfig = thinker.config  # type: ignore[assignment]
-    tensors = {to_checkpoint_name(k): v.detach().contiguous().cpu() for k, v in thinker.state_dict().items()}
+    tensors = {to_checkpoint_name(k): _own_storage(v) for k, v in thinker.state_dict().items()}
     (path / CONFIG_FILE).write_text(json.dumps(cfg.to_ming_dict(), indent=2))
     shards = _plan_shards(tensors, max_shard_bytes)
     for stale in list(path.glob("model*.safetensors")) + [path / INDEX_FILE]:
@@ -102,6 +101,13 @@ def save_thinker(thinker: torch.nn.Module, path: str | Path, *, max_shard_bytes:
     tok = Path(tokenizer_json) if tokenizer_json else TINY_TOKENIZER
     if tok.resolve() != (path / TOKENIZER_FILE).resolve():
         shutil.copyfile(tok, path / TOKENIZER_FILE)
+
+
+def _own_storage(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU tensor with storage of its own (grouped experts are views into stacked weights,
+    and safetensors refuses tensors that share memory)."""
+    t = t.detach().contiguous().cpu()
+    return t.clone() if t.untyped_storage().nbytes() != t.numel() * t.element_size() else t
 
 
 def _plan_shards(tensors: dict[str, torch.Tensor], max_bytes: int | None) -> list[list[str]]:
@@ -136,27 +142,31 @@ def weight_files(path: Path) -> list[Path]:
     raise CheckpointError(f"{path}: no {WEIGHTS_FILE} or {INDEX_FILE}")
 
 
-def load_thinker(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):  # noqa: ANN201
-    """Build the thinker on ``meta`` from ``config.json`` and assign the checkpoint's tensors.
+def load_thinker(model_cls: Callable[[ThinkerConfig], torch.nn.Module], path: str | Path, *,
+                 device: str | torch.device = "cpu", dtype: torch.dtype | None = None):  # noqa: ANN201
+    """Build ``model_cls(config)`` (the ``Thinker``) on ``meta`` from ``config.json`` and assign the tensors.
 
-    ``dtype`` None keeps the stored dtype. Raises ``CheckpointError`` naming missing weights, or
+    The class is passed in so that this module does not import ``thinker`` (which imports this one).
+    ``dtype`` None keeps the stored dtype. A checkpoint too large for the device's free memory is
+    refused before anything is read (``omni_agent.model.fit.DoesNotFitError``). Raises ``CheckpointError`` naming missing weights, or
     weights whose shapes differ; unknown extra weights are logged by name and skipped.
     """
     from safetensors import safe_open
-
-    from omni_agent.model.thinker import Thinker
 
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
         raise CheckpointError(f"{path}: no {CONFIG_FILE}")
     cfg = ThinkerConfig.from_ming_dict(json.loads((path / CONFIG_FILE).read_text()))
     with torch.device("meta"):
-        thinker = Thinker(cfg)
+        thinker = model_cls(cfg)
     expected = thinker.state_dict()
     dev = torch.device(device)
+    files = weight_files(path)
+    need = module_bytes(thinker, dtype) if dtype is not None else sum(f.stat().st_size for f in files)
+    check_fits(f"the thinker in {path}", need, dev)
     state: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
-    for f in weight_files(path):
+    for f in files:
         with safe_open(str(f), framework="pt", device=str(dev) if dev.type != "meta" else "cpu") as sf:
             for key in sf.keys():  # noqa: SIM118 - safe_open is not a dict
                 ours = from_checkpoint_name(key)
@@ -179,7 +189,7 @@ def load_thinker(path: str | Path, *, device: str | torch.device = "cpu", dtype:
     thinker.load_state_dict(state, strict=False, assign=True)
     _materialise_rest(thinker, set(state), dev, dtype or _first_float_dtype(state.values()))
     if cfg.llm.norm_head:
-        thinker.model.normalize_head()
+        thinker.model.normalize_head()  # type: ignore[operator]
     return thinker.eval()
 
 

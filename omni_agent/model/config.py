@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
+from omni_agent.model.errors import ConfigError
+
 PRESETS = ("tiny", "ming-lite-omni-1.5")
+TINY_TOKENIZER = Path(__file__).resolve().parent / "assets" / "tiny_tokenizer.json"
+"""The tokenizer both presets use when no checkpoint is given (Ming's special tokens, small vocabulary)."""
 
 RopeType = Literal["3D", "video_rope"]
 
@@ -45,8 +50,9 @@ class LLMConfig:
     """Per-modality routers (``gate``, ``image_gate``, ``audio_gate``)."""
     use_qkv_bias: bool = False
     use_bias: bool = False
-    norm_head: bool = True
-    """Ming normalises each lm_head column (over the vocabulary) once before inference."""
+    norm_head: bool = False
+    """When set, Ming normalises each lm_head column (over the vocabulary) once before inference; the
+    1.5 release config has it off (and so does Ming's default)."""
     tie_word_embeddings: bool = False
     pad_token_id: int = 126081
     eos_token_id: int = 126081
@@ -146,9 +152,10 @@ class ThinkerConfig:
         """Ming's ``config.json`` layout (``llm_config``, ``vision_config``, ``audio_config``, ...)."""
         llm = asdict(self.llm)
         rope_type = llm.pop("rope_type")
-        # Ming keeps the active variant's sections in rope_scaling; both lists also stay as plain keys.
-        section = llm["mrope_section"] if rope_type == "3D" else llm["video_rope_section"]
-        llm["rope_scaling"] = {"type": rope_type, "mrope_section": list(section), "factor": 1.0}
+        # Ming's rope_scaling names the variant; both section lists stay as plain keys.
+        llm["rope_scaling"] = {"type": rope_type, "factor": None}
+        if rope_type == "3D":
+            llm["rope_scaling"]["mrope_section"] = list(llm["mrope_section"])
         llm.update(model_type="bailing_moe", architectures=["BailingMoeForCausalLM"], hidden_act="silu",
                    first_k_dense_replace=0)
         vision = asdict(self.vision)
@@ -166,38 +173,90 @@ class ThinkerConfig:
             mlp_depth=self.mlp_depth, llm_config=llm, vision_config=vision, audio_config=audio,
             omni_agent_preset=self.name,
         )
-        out.setdefault("whisper_config", audio["whisper_encoder_config"])
+        # The GitHub config.json repeats the Whisper settings here (Ming itself reads audio_config).
+        out.setdefault("whisper_config", {"ds_kernel_size": a.ds_kernel_size, "ds_stride": a.ds_stride,
+                                          "whisper_encoder_config": dict(audio["whisper_encoder_config"])})
         out.setdefault("talker_config", None)
         return out
 
     @classmethod
     def from_ming_dict(cls, d: dict[str, Any]) -> ThinkerConfig:
-        """Build from Ming's ``config.json`` contents; unknown keys are ignored, missing ones defaulted."""
-        llm_d = dict(d.get("llm_config") or {})
-        rope = llm_d.pop("rope_scaling", None) or {}
+        """Build from Ming's ``config.json`` contents; unknown keys are ignored, missing ones take Ming's defaults.
+
+        Accepted shapes (all seen in Ming's releases): ``rope_scaling.type`` ``3D`` (MRoPE sections from
+        ``rope_scaling.mrope_section`` or ``mrope_section``, else Ming's hard-coded [16, 24, 24]) or
+        ``video_rope`` (``rope_scaling.mrope_section`` ignored, as Ming's attention ignores it; the split
+        comes from ``video_rope_section``); Whisper sizes under ``audio_config.whisper_encoder_config``
+        (Hugging Face layout) or ``whisper_config.whisper_encoder_config`` (GitHub layout, whose
+        ``audio_config`` describes an unused SANM encoder) or flat under ``whisper_config``; ``norm_head``
+        absent means False (Ming's default).
+
+        Raises:
+            ConfigError: a config this runtime cannot serve (another rope type, dense layers, tied
+                embeddings, sections that do not fit the head size, no Whisper settings).
+        """
+        if not isinstance(d.get("llm_config"), dict):
+            raise ConfigError("config.json has no llm_config object")
+        llm_d = dict(d["llm_config"])
+        rope = llm_d.pop("rope_scaling", None)
+        if not isinstance(rope, dict) or rope.get("type") not in ("3D", "video_rope"):
+            got = rope.get("type") if isinstance(rope, dict) else rope
+            raise ConfigError(f"llm_config.rope_scaling.type is {got!r}; only Ming's multimodal rope '3D' or "
+                              "'video_rope' can be served")
+        for key, ok, why in (("first_k_dense_replace", 0, "dense MLP layers are not implemented"),
+                             ("tie_word_embeddings", False, "a tied lm_head is not implemented")):
+            if llm_d.get(key, ok) not in (ok, None):
+                raise ConfigError(f"llm_config.{key} is {llm_d[key]!r}: {why}")
         llm_kwargs = _pick(LLMConfig, llm_d)
-        rope_type = rope.get("type", "3D")
-        llm_kwargs["rope_type"] = rope_type
-        if "mrope_section" in rope:
-            key = "mrope_section" if rope_type == "3D" else "video_rope_section"
-            llm_kwargs[key] = list(rope["mrope_section"])
+        llm_kwargs["rope_type"] = rope["type"]
+        llm_kwargs.setdefault("norm_head", False)
+        if rope["type"] == "3D" and rope.get("mrope_section"):
+            llm_kwargs["mrope_section"] = list(rope["mrope_section"])
         if llm_d.get("head_dim") is None and "hidden_size" in llm_d:
             llm_kwargs["head_dim"] = llm_d["hidden_size"] // llm_d.get("num_attention_heads", 16)
+        llm = LLMConfig(**llm_kwargs)
+        section = llm.mrope_section if llm.rope_type == "3D" else llm.video_rope_section
+        if sum(section) * 2 != llm.head_dim:
+            name = "mrope_section" if llm.rope_type == "3D" else "video_rope_section"
+            raise ConfigError(f"llm_config {name} {section} covers {sum(section) * 2} of head_dim {llm.head_dim}")
         vis_d = dict(d.get("vision_config") or {})
         if "in_chans" in vis_d and "in_channels" not in vis_d:
             vis_d["in_channels"] = vis_d["in_chans"]
-        aud_d = dict(d.get("audio_config") or {})
-        whisper = dict(aud_d.pop("whisper_encoder_config", None) or d.get("whisper_config") or {})
         known = {"llm_config", "vision_config", "audio_config", "whisper_config", "mlp_depth",
                  "architectures", "model_type", "omni_agent_preset"}
         return cls(
-            llm=LLMConfig(**llm_kwargs),
+            llm=llm,
             vision=VisionConfig(**_pick(VisionConfig, vis_d)),
-            audio=AudioConfig(**_pick(AudioConfig, {**aud_d, **whisper})),
+            audio=_audio_config(d),
             mlp_depth=int(d.get("mlp_depth", 2)),
             name=str(d.get("omni_agent_preset", "custom")),
             extra={k: v for k, v in d.items() if k not in known and v is not None},
         )
+
+
+def _audio_config(d: dict[str, Any]) -> AudioConfig:
+    """The Whisper encoder and its projector from either release layout (see ``from_ming_dict``)."""
+    audio = dict(d.get("audio_config") or {})
+    whisper = dict(d.get("whisper_config") or {})
+    if isinstance(audio.get("whisper_encoder_config"), dict):  # Hugging Face layout
+        outer, sizes = audio, audio["whisper_encoder_config"]
+    elif isinstance(whisper.get("whisper_encoder_config"), dict):  # GitHub layout
+        outer, sizes = whisper, whisper["whisper_encoder_config"]
+    elif "n_state" in whisper:  # flat whisper_config (older omni-agent exports)
+        outer, sizes = audio, whisper
+    else:
+        raise ConfigError("config.json has no Whisper encoder settings (audio_config.whisper_encoder_config "
+                          "or whisper_config.whisper_encoder_config)")
+    missing = [k for k in ("n_mels", "n_ctx", "n_state", "n_head", "n_layer") if k not in sizes]
+    if missing:
+        raise ConfigError(f"whisper_encoder_config lacks {', '.join(missing)}")
+    kwargs = _pick(AudioConfig, sizes)
+    for key in ("ds_kernel_size", "ds_stride"):  # the projector conv sits beside the Whisper sizes
+        if outer.get(key) is not None:
+            kwargs[key] = int(outer[key])
+    if audio.get("norm_query_embeds") is not None:
+        kwargs["norm_query_embeds"] = bool(audio["norm_query_embeds"])
+    return AudioConfig(**kwargs)
 
 
 def _pick(cls: type, d: dict[str, Any]) -> dict[str, Any]:

@@ -23,12 +23,20 @@ import numpy as np
 import torch
 
 from audio.encoder import MIN_SAMPLES, SAMPLE_RATE, AudioTooShortError, audio_token_count, log_mel_128
-from omni_agent.model.config import ThinkerConfig
-from omni_agent.model.thinker import PlaceholderMismatchError
-from vision.preprocess import MAX_PIXELS, MIN_PIXELS, ImageError, preprocess_frames, preprocess_image
+from omni_agent.model.config import TINY_TOKENIZER, ThinkerConfig
+from omni_agent.model.errors import PlaceholderMismatchError
+from vision.preprocess import (
+    MAX_PIXELS,
+    MIN_PIXELS,
+    VIDEO_MAX_PIXELS,
+    VIDEO_MIN_PIXELS,
+    ImageError,
+    preprocess_frames,
+    preprocess_image,
+    preprocess_video,
+)
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-TINY_TOKENIZER = ASSETS / "tiny_tokenizer.json"
+__all__ = ["TINY_TOKENIZER", "MMItem", "OmniProcessor", "ProcessedPrompt", "PromptError", "asr_messages"]
 
 ROLE_PREFIX = {"system": "<role>SYSTEM</role>", "user": "<role>HUMAN</role>", "assistant": "<role>ASSISTANT</role>"}
 EOS = "<|endoftext|>"
@@ -112,18 +120,23 @@ class OmniProcessor:
     """Turns chat messages with media into a ``ProcessedPrompt`` (token ids, MRoPE positions, media items)."""
 
     def __init__(self, tokenizer: Any, config: ThinkerConfig | None = None, *, min_pixels: int = MIN_PIXELS,
-                 max_pixels: int = MAX_PIXELS, time_aligned_video: bool = False) -> None:
+                 max_pixels: int = MAX_PIXELS, video_min_pixels: int = VIDEO_MIN_PIXELS,
+                 video_max_pixels: int = VIDEO_MAX_PIXELS, time_aligned_video: bool = False) -> None:
         """Args:
             tokenizer: a HF ``tokenizers.Tokenizer`` containing Ming's special tokens.
             config: thinker config (rope type, merge size, tokens per second); the real preset when None.
-            min_pixels: smallest image area after resizing.
-            max_pixels: largest image area after resizing (per video frame too).
+            min_pixels: the image processor's smallest image area (after Ming's fetch step).
+            max_pixels: the largest image area.
+            video_min_pixels: smallest frame area for raw frame lists (Ming's video limits); a
+                ``VideoClip``'s frames are used as the loader sized them.
+            video_max_pixels: largest frame area for raw frame lists.
             time_aligned_video: scale video t ids by seconds per temporal patch x tokens_per_second
                 (Ming's ``second_per_grid_ts`` variant); off in Ming's own inference code.
         """
         self.tokenizer = tokenizer
         self.config = config or ThinkerConfig.preset("ming-lite-omni-1.5")
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.video_min_pixels, self.video_max_pixels = video_min_pixels, video_max_pixels
         self.time_aligned_video = time_aligned_video
         self.merge = self.config.vision.spatial_merge_size
         self.ids: dict[str, int] = {}
@@ -164,6 +177,8 @@ class OmniProcessor:
             p = json.loads(pre.read_text())
             kwargs.setdefault("min_pixels", int(p.get("min_pixels", MIN_PIXELS)))
             kwargs.setdefault("max_pixels", int(p.get("max_pixels", MAX_PIXELS)))
+            kwargs.setdefault("video_min_pixels", int(p.get("min_pixels_video", VIDEO_MIN_PIXELS)))
+            kwargs.setdefault("video_max_pixels", int(p.get("max_pixels_video", VIDEO_MAX_PIXELS)))
         return cls(Tokenizer.from_file(str(tok_file)), cfg, **kwargs)
 
     @property
@@ -226,7 +241,11 @@ class OmniProcessor:
             frames = getattr(clip, "frames", clip)
             if frames is None or len(frames) == 0:
                 raise ImageError(f"message {msg_index}: video has no frames")
-            pv, grid = preprocess_frames(frames, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+            if hasattr(clip, "frames"):  # a VideoClip: the loader already sized its frames (and budget)
+                pv, grid = preprocess_frames(frames)
+            else:  # decoded frames at their source size: Ming's video sizing
+                pv, grid = preprocess_video(frames, min_pixels=self.video_min_pixels,
+                                            max_pixels=self.video_max_pixels)
             n = int(grid.prod()) // self.merge**2
             spg = getattr(clip, "second_per_grid", None)  # a VideoClip knows its group spacing exactly
             if spg is None:
@@ -254,40 +273,78 @@ class OmniProcessor:
             raise PromptError(f"message {msg_index}: unknown content part type {kind!r}")
 
     def _finish(self, b: _Builder) -> ProcessedPrompt:
-        """Assign MRoPE positions run by run (Ming's get_rope_index / get_t_scale_rope_index)."""
-        video_rope = self.config.llm.rope_type == "video_rope"
-        tps = self.config.vision.tokens_per_second
-        pos_rows: list[torch.Tensor] = []
+        """Assign MRoPE positions (Ming's ``get_rope_index`` for ``3D``, ``get_t_scale_rope_index`` for
+        ``video_rope``)."""
+        if self.config.llm.rope_type == "video_rope":
+            position_ids, next_pos = self._video_rope_positions(b)
+        else:
+            position_ids, next_pos = self._mrope_positions(b)
+        return ProcessedPrompt(input_ids=torch.tensor(b.ids, dtype=torch.long), position_ids=position_ids.long(),
+                               modality_ids=torch.tensor(b.modality, dtype=torch.long),
+                               rope_delta=next_pos - len(b.ids), mm_items=b.items)
+
+    def _grid_positions(self, item: MMItem, t_scale: float | None) -> torch.Tensor:
+        """``[3, t*h*w/4]`` (t, h, w) indices of an item's merged patch grid; t multiplied by ``t_scale``."""
+        t, h, w = (int(v) for v in item.grid_thw.reshape(-1))
+        gh, gw = h // self.merge, w // self.merge
+        t_idx = torch.arange(t).view(-1, 1, 1).expand(t, gh, gw).reshape(-1)
+        if t_scale is not None:
+            t_idx = (t_idx * t_scale).long()
+        h_idx = torch.arange(gh).view(1, -1, 1).expand(t, gh, gw).reshape(-1)
+        w_idx = torch.arange(gw).view(1, 1, -1).expand(t, gh, gw).reshape(-1)
+        return torch.stack([t_idx, h_idx, w_idx])
+
+    def _mrope_positions(self, b: _Builder) -> tuple[torch.Tensor, int]:
+        """Ming's ``get_rope_index``: text (and audio) sequential, each grid offset by the position after
+        the text before it.
+
+        Ming walks the ids looking for the next ``<imagePatch>``, and images and videos share that token:
+        at a tie it takes the next *video's* grid while any video is left. So in a prompt where an image
+        comes before a video, Ming gives the first run the video's grid (and the later run the image's),
+        and the runs' boundaries move with the grid sizes. This reproduces that walk exactly (it is what
+        Ming's ``generate()`` feeds the model); prompts with only images or only videos are unaffected.
+        """
+        visual = [it for it in b.items if it.kind in ("image", "video")]
+        order = [it for it in visual if it.kind == "video"] + [it for it in visual if it.kind == "image"]
+        patch = self.ids[IMAGE_PATCH]
+        ids = b.ids
+        chunks: list[torch.Tensor] = []
+        st, next_pos = 0, 0
+        for item in order:
+            ed = ids.index(patch, st)
+            chunks.append(torch.arange(next_pos, next_pos + ed - st).expand(3, -1))
+            spg = item.second_per_grid if (item.kind == "video" and self.time_aligned_video) else None
+            grid = self._grid_positions(item, spg * self.config.vision.tokens_per_second if spg else None)
+            grid = grid + next_pos + (ed - st)
+            chunks.append(grid)
+            next_pos = int(grid.max()) + 1
+            st = ed + grid.shape[1]
+        if st < len(ids):
+            chunks.append(torch.arange(next_pos, next_pos + len(ids) - st).expand(3, -1))
+            next_pos += len(ids) - st
+        if not chunks:
+            return torch.zeros(3, 0, dtype=torch.long), 0
+        return torch.cat(chunks, dim=1), next_pos
+
+    def _video_rope_positions(self, b: _Builder) -> tuple[torch.Tensor, int]:
+        """Ming's ``get_t_scale_rope_index``, run by run: t stepped by 2 (x seconds per grid when
+        time-aligned), h/w centred on the frame and riding on t ("body-diagonal symmetry")."""
+        rows: list[torch.Tensor] = []
         next_pos = 0
         for run in b.runs:
-            if run.item is None or run.item.kind == "audio":  # text and audio: sequential on all rows
-                p = torch.arange(next_pos, next_pos + len(run.ids)).expand(3, -1)
-                next_pos += len(run.ids)
-                pos_rows.append(p)
-                continue
             item = run.item
-            t, h, w = (int(v) for v in item.grid_thw.reshape(-1))
-            gh, gw = h // self.merge, w // self.merge
-            t_idx = torch.arange(t).view(-1, 1, 1).expand(t, gh, gw).reshape(-1)
-            h_idx = torch.arange(gh).view(1, -1, 1).expand(t, gh, gw).reshape(-1)
-            w_idx = torch.arange(gw).view(1, 1, -1).expand(t, gh, gw).reshape(-1)
+            if item is None or item.kind == "audio":  # text and audio: sequential on all rows
+                rows.append(torch.arange(next_pos, next_pos + len(run.ids)).expand(3, -1))
+                next_pos += len(run.ids)
+                continue
+            _, h, w = (int(v) for v in item.grid_thw.reshape(-1))
+            t_idx, h_idx, w_idx = self._grid_positions(item, None)
             spg = item.second_per_grid if (item.kind == "video" and self.time_aligned_video) else None
-            if video_rope:
-                # Ming's get_t_scale_rope_index: t stepped by 2 (x seconds per grid when time-aligned),
-                # h/w centred on the frame and riding on t ("body-diagonal symmetry").
-                t_pos = (t_idx * (spg if spg is not None else 1.0) * 2.0).long() + next_pos
-                p = torch.stack([t_pos, h_idx - (gh - 1) // 2 + t_pos, w_idx - (gw - 1) // 2 + t_pos])
-                next_pos = int(p[0].max()) + 1
-            else:
-                t_pos = (t_idx * spg * tps).long() if spg is not None else t_idx
-                p = torch.stack([t_pos, h_idx, w_idx]) + next_pos
-                next_pos = int(p.max()) + 1
-            pos_rows.append(p)
-        input_ids = torch.tensor(b.ids, dtype=torch.long)
-        position_ids = torch.cat(pos_rows, dim=1) if pos_rows else torch.zeros(3, 0, dtype=torch.long)
-        modality = torch.tensor(b.modality, dtype=torch.long)
-        return ProcessedPrompt(input_ids=input_ids, position_ids=position_ids.long(), modality_ids=modality,
-                               rope_delta=next_pos - len(b.ids), mm_items=b.items)
+            t_pos = (t_idx * (spg if spg is not None else 1.0) * 2.0).long() + next_pos
+            gh, gw = h // self.merge, w // self.merge
+            rows.append(torch.stack([t_pos, h_idx - (gh - 1) // 2 + t_pos, w_idx - (gw - 1) // 2 + t_pos]))
+            next_pos = int(rows[-1][0].max()) + 1
+        return (torch.cat(rows, dim=1) if rows else torch.zeros(3, 0, dtype=torch.long)), next_pos
 
     def decode_positions(self, rope_delta: int, start: int, n: int) -> torch.Tensor:
         """MRoPE ids ``[3, n]`` for generated tokens at sequence indices ``start .. start+n-1``."""

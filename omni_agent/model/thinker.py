@@ -20,15 +20,14 @@ from torch import nn
 
 from audio.encoder import WhisperEncoder, sinusoids
 from omni_agent.model.bailing_moe import BailingMoeForCausalLM, KVCache, init_weights
+from omni_agent.model.checkpoint import load_thinker, save_thinker
 from omni_agent.model.config import ThinkerConfig
+from omni_agent.model.errors import PlaceholderMismatchError
+from omni_agent.model.fit import check_fits, module_bytes
 from vision.encoder import VisionTransformer
 
 if TYPE_CHECKING:
     from omni_agent.model.processor import ProcessedPrompt
-
-
-class PlaceholderMismatchError(ValueError):
-    """The number of placeholder tokens in a prompt differs from the media embeddings given for them."""
 
 
 @dataclass
@@ -129,13 +128,19 @@ class Thinker(nn.Module):
     @classmethod
     def from_config(cls, config: ThinkerConfig, *, seed: int = 0, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32) -> Thinker:
-        """Build from a config with seeded random weights, initialised directly on ``device``."""
+        """Build from a config with seeded random weights, initialised directly on ``device``.
+
+        Raises:
+            omni_agent.model.fit.DoesNotFitError: the weights do not fit in the device's free memory.
+        """
         device = torch.device(device)
         if device.type == "meta":
             with torch.device("meta"):
                 return cls(config).to(dtype)
         with torch.device("meta"):
             thinker = cls(config).to(dtype)
+        check_fits(f"the {config.name} thinker in {str(dtype).removeprefix('torch.')}", module_bytes(thinker),
+                   device)
         # Storage is allocated once, in the target dtype, on the target device (no fp32 copy of a 16.8B model).
         thinker = thinker.to_empty(device=device)
         gen = torch.random.get_rng_state()
@@ -168,15 +173,11 @@ class Thinker(nn.Module):
         Raises:
             omni_agent.model.checkpoint.CheckpointError: missing files or weights (named in the message).
         """
-        from omni_agent.model.checkpoint import load_thinker
-
-        return load_thinker(path, device=device, dtype=dtype)
+        return load_thinker(cls, path, device=device, dtype=dtype)
 
     def save_pretrained(self, path: str | Path, *, max_shard_bytes: int | None = None,
                         tokenizer_json: str | Path | None = None) -> None:
         """Write config.json, safetensors (sharded past ``max_shard_bytes``) and tokenizer.json."""
-        from omni_agent.model.checkpoint import save_thinker
-
         save_thinker(self, path, max_shard_bytes=max_shard_bytes, tokenizer_json=tokenizer_json)
 
     # ----------------------------------------------------------------------------- encoders

@@ -76,6 +76,9 @@ class TalkerConfig:
     vp_stride: int = 1
     refused_id: int | None = MING_REFUSED_ID
     """Id removed for the first 10 steps; ``None``: the tokenizer's ``<audio_eos>`` (the tiny talker)."""
+    audio_only: bool = False
+    """Demo talker only: draw only audio ids and ``<audio_eos>`` (random weights would often draw
+    text ids, which have no sound). Ming does not mask them; its trained talker does not draw them."""
 
     @property
     def vocab_size(self) -> int:
@@ -89,7 +92,7 @@ class TalkerConfig:
         if name == "tiny":
             base = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                         intermediate_size=128, max_position_embeddings=4096,
-                        text_vocab_size=256 + len(SPECIAL_TOKENS), refused_id=None,
+                        text_vocab_size=256 + len(SPECIAL_TOKENS), refused_id=None, audio_only=True,
                         thinker_hidden_size=128)  # the tiny thinker's width (omni_agent.model tiny preset)
             return cls(**{**base, **overrides})
         raise TalkerError(f"unknown talker preset {name!r} (tiny, ming-lite-omni-1.5)")
@@ -236,6 +239,10 @@ class Talker(nn.Module):
         ``step < 10``, then one draw from the softmax (the same calls, so a seeded generator
         reproduces Ming's global-generator draws)."""
         logits = logits.float().reshape(1, -1).clone()  # Ming's logits are fp32 (transformers 4.45 upcasts)
+        if self.config.audio_only:  # the random-weight demo talker (see TalkerConfig.audio_only)
+            keep = logits[0, self.ids["<audio_eos>"]].item()
+            logits[0, :self.audio_offset] = -float("inf")
+            logits[0, self.ids["<audio_eos>"]] = keep
         remove = logits < torch.topk(logits, TOP_K)[0][..., -1, None]
         if step < MIN_AUDIO_TOKENS:
             remove[0][self.refused_id] = True

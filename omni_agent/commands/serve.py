@@ -34,6 +34,7 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
     from omni_agent.realtime.routes import realtime_router
     from omni_agent.server import files
     from omni_agent.server.app import create_app
+    from omni_agent.server.speech import speech_router
 
     engine = AsyncEngine.from_settings(settings)
     tts = StreamingTTS.build(settings, seed=settings.model.seed)
@@ -42,6 +43,7 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
         files.files_router(settings),
         realtime_router(settings, engine, tts, responder),
         artifacts_router(responder.artifacts),  # GET /v1/artifacts/{id}
+        speech_router(settings, tts),  # POST /v1/audio/speech
     ]
     # create_app closes the responder (its session database) on shutdown
     return create_app(settings, engine, extra_routers=extra_routers, file_resolver=files.resolve_file,

@@ -165,7 +165,7 @@ def load_talker(root: str | Path, *, device: str | torch.device = "cpu", dtype: 
         talker.model.lm_head.weight = talker.model.model.embed_tokens.weight  # tied head
     _materialise_buffers(talker, dev)
     if talker.ids["<audio_eos>"] != MING_REFUSED_ID:
-        log.info("talker: <audio_eos> is id %d; Ming's sampling still removes id %d for 10 steps",
+        log.debug("talker: <audio_eos> is id %d; Ming's sampling still removes id %d for 10 steps",
                  talker.ids["<audio_eos>"], MING_REFUSED_ID)
     return talker.eval()
 

@@ -157,3 +157,45 @@ def test_bench_full_meets_targets():
     assert result["bpe_rate_reduction"] >= 0.35
     assert result["detok_rtf"] < 0.3
     assert result["roundtrip_exact"] is True
+
+
+def test_cli_tts_voices(tmp_path, capsys):
+    import shutil
+
+    import soundfile as sf
+
+    from omni_agent.cli import main
+
+    prompt = tmp_path / "my_voice.pt"
+    shutil.copy("audio/voices/luna_v2.pt", prompt)
+    out = tmp_path / "v.wav"
+    assert main(["tts", "你好，世界。", "-o", str(out), "--voice", str(prompt)]) == 0
+    assert sf.info(out).samplerate == 24000
+    assert main(["tts", "Hello.", "-o", str(out), "--voice", "bob"]) == 1
+    assert "unknown voice 'bob'" in capsys.readouterr().err
+
+
+def test_checkpoint_with_the_talker_uses_mings_stack_or_fails(capsys):
+    """A release checkpoint never falls back to the demo codec: its detokenizer must load."""
+    from omni_agent.cli import main
+
+    release = "tests/fixtures/ming_talker/release"
+    assert main(["tts", "Hello.", "-o", "/dev/null", "--model-path", release]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("omni-agent: error")]
+    assert len(err) == 1 and "release/talker" in err[0]
+
+
+def test_voice_pick_follows_ming(tts):
+    from audio.tts import default_voice
+
+    assert default_voice("你好") == "luna" and default_voice("Hello") == "eng"
+    assert tts.voice(None, "你好").name == "luna" and tts.voice("eng", "你好").name == "eng"
+
+
+def test_sentence_too_long_for_the_voice_prompt_is_cut(tts):
+    voice = tts.voice("luna", "")
+    parts = tts._fit("这是一个非常非常长的句子，它比语音提示还要长得多，所以必须把它切成几段才能说出来。", voice)
+    assert len(parts) >= 2 and "".join(parts).replace(" ", "") == \
+        "这是一个非常非常长的句子，它比语音提示还要长得多，所以必须把它切成几段才能说出来。"
+    for p in parts:
+        tts.talker.prefix_ids(p, voice)  # fits

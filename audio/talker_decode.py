@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-
 SMALL_TALKER_WIDTH = 256  # at or below this width a CPU step is too small to split across threads
 
 

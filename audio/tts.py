@@ -127,8 +127,9 @@ class StreamingTTS:
 
     # -- helpers ------------------------------------------------------------------------------------
     def voice(self, voice: str | None, text: str) -> VoicePrompt:
-        """The voice prompt for ``voice`` (a name or a prompt file); by default Ming's per-language pick."""
-        key = voice or default_voice(text)
+        """The voice prompt for ``voice`` (a name or a prompt file); None or ``"default"`` (the realtime
+        session's default) is Ming's per-language pick."""
+        key = default_voice(text) if voice in (None, "", "default") else voice
         if key not in self._voices:
             self._voices[key] = load_voice(key)
         return self._voices[key]

@@ -190,6 +190,7 @@ def test_voice_pick_follows_ming(tts):
 
     assert default_voice("你好") == "luna" and default_voice("Hello") == "eng"
     assert tts.voice(None, "你好").name == "luna" and tts.voice("eng", "你好").name == "eng"
+    assert tts.voice("default", "Hi").name == "eng"  # the realtime session's default voice
 
 
 def test_sentence_too_long_for_the_voice_prompt_is_cut(tts):

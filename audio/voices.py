@@ -52,6 +52,15 @@ class VoicePrompt:
     prompt_mel: np.ndarray
     vp_emb: torch.Tensor
     flow_embedding: torch.Tensor
+    builtin: bool = False
+
+    def detokenizer_prompt(self) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """(prompt codes [N], prompt mel [T, 80], speaker vector [192]) for the detokenizer, as Ming's
+        ``tts_job`` picks them: a built-in voice (a key of its ``spk_info``: luna, eng) brings its flow
+        prompt and ``flow_embedding``; any other prompt gets no flow prompt and ``vp_emb``."""
+        if self.builtin:
+            return self.flow_prompt_tokens, self.prompt_mel, self.flow_embedding
+        return np.zeros(0, np.int64), np.zeros((0, MEL_BINS), np.float32), self.vp_emb
 
 
 def load_voice(voice: str | Path | None, default: str = "luna") -> VoicePrompt:
@@ -63,14 +72,14 @@ def load_voice(voice: str | Path | None, default: str = "luna") -> VoicePrompt:
     voice = voice or default
     name = str(voice)
     if name in BUILTIN:
-        return read_voice_file(VOICE_DIR / BUILTIN[name], name=name)
+        return read_voice_file(VOICE_DIR / BUILTIN[name], name=name, builtin=True)
     path = Path(name)
     if path.suffix == ".pt" or path.exists():
         return read_voice_file(path)
     raise VoiceError(f"unknown voice {name!r}: use {', '.join(BUILTIN)} or the path of a Ming voice-prompt .pt file")
 
 
-def read_voice_file(path: str | Path, *, name: str | None = None) -> VoicePrompt:
+def read_voice_file(path: str | Path, *, name: str | None = None, builtin: bool = False) -> VoicePrompt:
     """Read one ``.pt`` prompt file (a dict of tensors plus ``prompt_text``)."""
     path = Path(path)
     if not path.is_file():
@@ -98,7 +107,7 @@ def read_voice_file(path: str | Path, *, name: str | None = None) -> VoicePrompt
             raise VoiceError(f"voice prompt {path}: {key} must hold {SPEAKER_DIM} floats, got {_shape(v)}")
         vecs[key] = v.reshape(SPEAKER_DIM).float()
     return VoicePrompt(name=name or path.stem, prompt_text=raw["prompt_text"], prompt_tokens=tokens,
-                       flow_prompt_tokens=flow_tokens, prompt_mel=mel[0].float().numpy(), **vecs)
+                       flow_prompt_tokens=flow_tokens, prompt_mel=mel[0].float().numpy(), builtin=builtin, **vecs)
 
 
 def _codes(t: object, key: str, path: Path) -> np.ndarray:

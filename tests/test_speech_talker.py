@@ -83,6 +83,13 @@ def test_voices(tmp_path):
     assert luna.prompt_text.startswith("道路") and eng.prompt_text.startswith("I'm")
     assert luna.prompt_tokens.shape == (150,) and eng.prompt_mel.shape == (324, 80)
     assert luna.vp_emb.shape == (192,) and luna.flow_embedding.shape == (192,)
+    tokens, mel, spk = luna.detokenizer_prompt()  # Ming's spk_info entry for a built-in voice
+    assert tokens.shape == (150,) and mel.shape == (150, 80) and torch.equal(spk, luna.flow_embedding)
+    import shutil
+
+    shutil.copy("audio/voices/eng_v2.pt", tmp_path / "mine.pt")
+    tokens, mel, spk = load_voice(str(tmp_path / "mine.pt")).detokenizer_prompt()  # no flow prompt, vp_emb
+    assert tokens.shape == (0,) and mel.shape == (0, 80) and torch.equal(spk, eng.vp_emb)
     with pytest.raises(VoiceError, match="unknown voice 'bob'"):
         load_voice("bob")
     with pytest.raises(VoiceError, match="does not exist"):

@@ -41,13 +41,13 @@ _TALKER_DEFAULTS = {"vocab_size": 184445, "qa_model_hidden_size": 2048, "vp_feat
 
 
 def has_talker(root: str | Path) -> bool:
-    """True when ``root`` is a checkpoint with Ming's talker (``talker_config`` and ``talker/``)."""
-    root = Path(root)
+    """True when ``root``'s ``config.json`` declares Ming's talker (``talker_config``); loading then
+    needs the rest of the layout and names what is missing."""
     try:
-        cfg = json.loads((root / "config.json").read_text())
+        cfg = json.loads((Path(root) / "config.json").read_text())
     except (OSError, ValueError):
         return False
-    return bool(cfg.get("talker_config")) and (root / "talker").is_dir()
+    return bool(cfg.get("talker_config"))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -120,6 +120,8 @@ class StreamingTTS:
             talker = Talker.from_pretrained(path, device=device)
             codec = load_codec("ming", path=Path(path) / "talker")
             return cls(talker, codec, seed=seed, random_weights=False)
+        if path:
+            log.warning("checkpoint %s has no talker_config: speech uses the demo stack (random talker)", path)
         bpe = CodeBPE.default()
         talker = Talker.build("tiny", seed=seed, device=device, bpe=bpe, audio_vocab_size=bpe.vocab_size,
                               thinker_hidden_size=_thinker_width(settings_or_none))

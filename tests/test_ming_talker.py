@@ -192,3 +192,12 @@ def test_untied_head_is_required_when_the_config_unties_it(copy):
     (copy / "talker" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(TalkerError, match="missing 1 tensors: model.lm_head.weight"):
         Talker.from_pretrained(copy)
+
+
+def test_a_checkpoint_declaring_the_talker_without_its_folder_is_an_error(copy):
+    from audio.talker_checkpoint import has_talker
+
+    shutil.rmtree(copy / "talker")
+    assert has_talker(copy)  # the config declares it: no quiet switch to the demo talker
+    with pytest.raises(TalkerError, match="has no talker/ folder"):
+        Talker.from_pretrained(copy)

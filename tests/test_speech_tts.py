@@ -200,3 +200,32 @@ def test_sentence_too_long_for_the_voice_prompt_is_cut(tts):
         "这是一个非常非常长的句子，它比语音提示还要长得多，所以必须把它切成几段才能说出来。"
     for p in parts:
         tts.talker.prefix_ids(p, voice)  # fits
+
+
+def test_a_detokenizer_that_takes_the_voice_prompt_gets_it(tts):
+    """The glue for Ming's detokenizer: ``stream_decoder(voice=...)`` receives the sentence's voice."""
+    seen = []
+
+    class Decoder:
+        def __init__(self, voice):
+            self.voice, self.codes = voice, 0
+            seen.append(self)
+
+        def push(self, codes):
+            self.codes += len(codes)
+            return np.zeros(480 * len(codes), np.float32)
+
+        def flush(self):
+            return np.zeros(0, np.float32)
+
+    class VoiceCodec:
+        name, sample_rate = "voice-codec", 24000
+
+        def stream_decoder(self, *, voice):
+            return Decoder(voice)
+
+    ming_like = StreamingTTS(tts.talker, VoiceCodec(), seed=0)
+    pcm = ming_like.synthesize("Hello there, this is one sentence of a test for you.", voice="eng")
+    assert [d.voice.name for d in seen] == ["eng"] and len(pcm) == 480 * seen[0].codes > 0
+    tokens, mel, spk = seen[0].voice.detokenizer_prompt()
+    assert tokens.shape == (324,) and mel.shape == (324, 80) and spk.shape == (192,)

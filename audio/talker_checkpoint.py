@@ -70,6 +70,14 @@ def read_config(root: Path, tokenizer_len: int) -> TalkerConfig:
     _read_json(root / "talker" / "config.json")  # a one-line error for a missing or broken file
     q = Qwen2Config.from_pretrained(str(root / "talker"))
     rope = getattr(q, "rope_parameters", None) or {}
+    unsupported = {"hidden_act": q.hidden_act != "silu", "rope type": rope.get("rope_type", "default") != "default",
+                   "use_sliding_window": bool(getattr(q, "use_sliding_window", False)),
+                   "head_dim": (getattr(q, "head_dim", None) or q.hidden_size // q.num_attention_heads)
+                   != q.hidden_size // q.num_attention_heads}
+    if any(unsupported.values()):
+        bad = ", ".join(k for k, v in unsupported.items() if v)
+        raise TalkerError(f"{root / 'talker' / 'config.json'}: unsupported Qwen2 settings ({bad}); "
+                          "Ming's talker uses silu, default rope, full attention")
     audio = int(t["vocab_size"]) - tokenizer_len
     if audio <= 0:
         raise TalkerError(f"talker vocab_size {t['vocab_size']} is not larger than the tokenizer ({tokenizer_len})")

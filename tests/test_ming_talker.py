@@ -201,3 +201,11 @@ def test_a_checkpoint_declaring_the_talker_without_its_folder_is_an_error(copy):
     assert has_talker(copy)  # the config declares it: no quiet switch to the demo talker
     with pytest.raises(TalkerError, match="has no talker/ folder"):
         Talker.from_pretrained(copy)
+
+
+def test_unsupported_qwen2_settings_are_refused(copy):
+    cfg = json.loads((copy / "talker" / "config.json").read_text())
+    cfg["use_sliding_window"] = True
+    (copy / "talker" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(TalkerError, match="unsupported Qwen2 settings \\(use_sliding_window\\)"):
+        Talker.from_pretrained(copy)

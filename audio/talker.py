@@ -1,34 +1,49 @@
-"""The talker: a small causal LM that turns text (and the thinker's hidden states) into BPE audio
-tokens, in the layout of Ming's ``BailingTalkerForConditionalGeneration``.
+"""The talker: Ming's ``BailingTalkerForConditionalGeneration`` (a Qwen2 LM over text + BPE audio
+tokens) with Ming's prefix, decode loop and sampling.
 
-Two input channels are summed position by position: the *audio* channel (the prefix, then the
-previous audio token) and the *text* channel (the prefix, then the text to speak one token per
-step, then ``<text_eos>``, then ``<text_pad>``). Placeholders in the prefix are overwritten with the
-projected thinker states (``thinker_to_talker_proj``: 2048 -> 896 in Ming) and the speaker
-embedding (``vp_head``: a Conv1d from 192-d). Output ids ``>= len(text tokenizer)`` are BPE audio
-tokens; ``<audio_eos>`` ends a piece.
+Two channels are embedded and summed position by position. For one sentence Ming builds (T thinker
+states, ``pt`` prompt-text tokens, ``t`` text tokens, ``w`` BPE tokens of the voice prompt's codes)::
+
+    audio: <prompt></prompt> <thinker_prefix><audio_pad>*T</thinker_prefix> <vp><audio_pad></vp> <audio_bos> wav*w
+    text:  <prompt></prompt> <thinker_prefix><audio_pad>*T</thinker_prefix> <vp><audio_pad></vp>
+           prompt_text*pt text*t <text_eos> <text_pad>*(w - pt - t)
+
+The positions of the thinker's ``<audio_pad>``s are overwritten with ``thinker_to_talker_proj`` of
+the thinker states (``thinker_reply_part``), the ``<audio_pad>`` inside ``<vp>`` with ``vp_head`` of
+the voice's speaker vector. Each later step feeds the sampled token on the audio channel and
+``<text_pad>`` on the text channel. Sampling (Ming's ``sample``): keep the top 20 logits of the
+full vocabulary, then, for the first 10 steps, also remove id 151666; draw from the softmax.
+Stop at ``<audio_eos>`` or after 1000 steps. A sampled id minus ``len(tokenizer)`` is a BPE audio
+token; the s3 BPE expands it to speech codes.
 
 Legend: T thinker states, Dt thinker width, P prefix length, D talker width, V vocabulary.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-SPECIAL_TOKENS = (  # Ming's talker special tokens, in the order our byte tokenizer numbers them
+from audio.bpe import CodeBPE
+from audio.talker_decode import FastDecoder, step_threads, torch_threads
+from audio.voices import VoicePrompt
+
+SPECIAL_TOKENS = (  # Ming's talker special tokens, in the order the tiny byte tokenizer numbers them
     "<prompt>", "</prompt>", "<thinker_prefix>", "</thinker_prefix>", "<audio_pad>", "<vp>", "</vp>",
     "<audio_bos>", "<audio_eos>", "<text_eos>", "<text_pad>",
 )
-TOP_K = 20  # Ming's talker sampling
-MIN_AUDIO_TOKENS = 10  # <audio_eos> is suppressed for the first 10 tokens
+TOP_K = 20  # Ming's sample(topk=20)
+MIN_AUDIO_TOKENS = 10  # Ming's generate(min_new_token=10)
+MAX_STEPS = 1000  # Ming's generate: ``while step < 1000``
+MING_REFUSED_ID = 151666
+"""The id Ming's ``sample`` removes for the first 10 steps: ``generate`` calls it without ``eos_id``,
+so the default 151666 applies whatever the tokenizer numbers ``<audio_eos>``."""
 
 
 class TalkerError(ValueError):
@@ -37,7 +52,7 @@ class TalkerError(ValueError):
 
 @dataclass
 class TalkerConfig:
-    """Talker hyperparameters (a Qwen2 LM plus Ming's talker fields)."""
+    """Talker hyperparameters (a Qwen2 LM plus Ming's ``BailingTalkerConfig`` fields)."""
 
     hidden_size: int = 896
     num_hidden_layers: int = 24
@@ -47,19 +62,23 @@ class TalkerConfig:
     rope_theta: float = 1_000_000.0
     rms_norm_eps: float = 1e-6
     max_position_embeddings: int = 32768
-    text_vocab_size: int = 151936 + len(SPECIAL_TOKENS)
+    tie_word_embeddings: bool = True
+    """Qwen2.5-0.5B ties the head to the embedding; the checkpoint then stores only the embedding."""
+    text_vocab_size: int = 151677
     """Text tokenizer size, specials included; audio ids start here."""
     audio_vocab_size: int = 32768
-    """BPE audio vocabulary."""
+    """BPE audio vocabulary (Ming's root config: vocab_size 184445 = 151677 + 32768)."""
     thinker_hidden_size: int = 2048
     """Width of the thinker states fed in (Ming's ``qa_model_hidden_size``)."""
     speaker_dim: int = 192
-    """Speaker (voice-print) embedding width (Ming's ``vp_feature_size``, CAM++ x-vectors)."""
+    """Speaker (voice-print) vector width (Ming's ``vp_feature_size``, CAM++ x-vectors)."""
     vp_kernel_size: int = 1
     vp_stride: int = 1
-    top_k: int = TOP_K
-    min_new_tokens: int = MIN_AUDIO_TOKENS
-    max_new_tokens: int = 1000  # Ming's hard step limit per piece
+    refused_id: int | None = MING_REFUSED_ID
+    """Id removed for the first 10 steps; ``None``: the tokenizer's ``<audio_eos>`` (the tiny talker)."""
+    audio_only: bool = False
+    """Demo talker only: draw only audio ids and ``<audio_eos>`` (random weights would often draw
+    text ids, which have no sound). Ming does not mask them; its trained talker does not draw them."""
 
     @property
     def vocab_size(self) -> int:
@@ -73,7 +92,7 @@ class TalkerConfig:
         if name == "tiny":
             base = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                         intermediate_size=128, max_position_embeddings=4096,
-                        text_vocab_size=256 + len(SPECIAL_TOKENS),
+                        text_vocab_size=256 + len(SPECIAL_TOKENS), refused_id=None, audio_only=True,
                         thinker_hidden_size=128)  # the tiny thinker's width (omni_agent.model tiny preset)
             return cls(**{**base, **overrides})
         raise TalkerError(f"unknown talker preset {name!r} (tiny, ming-lite-omni-1.5)")
@@ -85,7 +104,7 @@ class TalkerConfig:
             vocab_size=self.vocab_size, hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
             num_attention_heads=self.num_attention_heads, num_key_value_heads=self.num_key_value_heads,
             intermediate_size=self.intermediate_size, rope_theta=self.rope_theta, rms_norm_eps=self.rms_norm_eps,
-            max_position_embeddings=self.max_position_embeddings, tie_word_embeddings=False,
+            max_position_embeddings=self.max_position_embeddings, tie_word_embeddings=self.tie_word_embeddings,
         )
 
 
@@ -103,299 +122,214 @@ class ByteTokenizer:
             return [self._special[text]]
         return list(text.encode("utf-8"))
 
-    def token_id(self, token: str) -> int:
-        return self._special[token]
 
+@dataclass
+class Prefix:
+    """The first step's inputs: both channels' ids and where the thinker states and voice print go."""
 
-class _HFTokenizer:
-    """Adapter over a checkpoint's ``AutoTokenizer`` (``talker/`` folder)."""
-
-    def __init__(self, tok: Any):
-        self.tok = tok
-
-    def __len__(self) -> int:
-        return len(self.tok)
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.tok.encode(text, add_special_tokens=False))
-
-    def token_id(self, token: str) -> int:
-        idx = self.tok.convert_tokens_to_ids(token)
-        if idx is None or idx == self.tok.unk_token_id:
-            raise TalkerError(f"talker tokenizer lacks the special token {token}")
-        return int(idx)
+    audio_ids: list[int]
+    text_ids: list[int]
+    thinker_at: int
+    n_thinker: int
+    vp_at: int
 
 
 class Talker(nn.Module):
-    """Qwen2 causal LM over text + BPE audio tokens with thinker and speaker conditioning.
+    """Qwen2 causal LM over text + BPE audio tokens with thinker and voice conditioning.
 
     Args:
         config: hyperparameters.
-        tokenizer: text tokenizer (``ByteTokenizer`` for tiny, the checkpoint's otherwise).
+        tokenizer: text tokenizer with Ming's special tokens (``ByteTokenizer`` for tiny; the
+            checkpoint's ``AutoTokenizer`` otherwise); ``encode(text) -> ids`` and ``len()``.
+        bpe: the s3 BPE over speech codes (encodes the voice prompt, decodes sampled tokens).
     """
 
-    def __init__(self, config: TalkerConfig, tokenizer: Any | None = None):
+    def __init__(self, config: TalkerConfig, tokenizer: Any | None = None, bpe: CodeBPE | None = None):
         super().__init__()
-        self._allowed_masks: dict[tuple, torch.Tensor] = {}  # sampling masks, see _allowed
         from transformers import Qwen2ForCausalLM
 
         self.config = config
         self.tokenizer = tokenizer or ByteTokenizer()
+        self.bpe = bpe or CodeBPE.default()
         if len(self.tokenizer) != config.text_vocab_size:
             raise TalkerError(f"tokenizer has {len(self.tokenizer)} tokens, config says {config.text_vocab_size}")
         self.model = Qwen2ForCausalLM(config.qwen2())
         self.thinker_to_talker_proj = nn.Linear(config.thinker_hidden_size, config.hidden_size)
         self.vp_head = nn.Conv1d(config.speaker_dim, config.hidden_size, kernel_size=config.vp_kernel_size,
                                  stride=config.vp_stride, padding=config.vp_kernel_size // 2)
-        self.ids = {t: self.tokenizer.token_id(t) for t in SPECIAL_TOKENS}
+        self.ids = {t: self._special_id(t) for t in SPECIAL_TOKENS}
+        self.refused_id = self.ids["<audio_eos>"] if config.refused_id is None else config.refused_id
+        if not 0 <= self.refused_id < config.vocab_size:
+            raise TalkerError(f"refused id {self.refused_id} outside the vocabulary of {config.vocab_size} "
+                              "(Ming's sampling removes id 151666 for its first 10 steps)")
+
+    def _special_id(self, token: str) -> int:
+        ids = self.tokenizer.encode(token)
+        if len(ids) != 1 or ids[0] >= self.config.text_vocab_size:
+            raise TalkerError(f"talker tokenizer does not hold the special token {token} (encodes to {ids[:4]})")
+        return int(ids[0])
 
     # -- construction --------------------------------------------------------------------------------
     @classmethod
-    def build(cls, preset: str = "tiny", *, seed: int = 0, device: str = "cpu", **overrides: Any) -> Talker:
+    def build(cls, preset: str = "tiny", *, seed: int = 0, device: str = "cpu", bpe: CodeBPE | None = None,
+              **overrides: Any) -> Talker:
         """A talker with seeded random weights (there is no trained tiny talker)."""
         torch.manual_seed(seed)
-        return cls(TalkerConfig.preset(preset, **overrides)).to(device).eval()
+        return cls(TalkerConfig.preset(preset, **overrides), bpe=bpe).to(device).eval()
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str = "cpu") -> Talker:
-        """Load a checkpoint's ``talker/`` folder: ``config.json`` (Qwen2 fields + ``vocab_size``,
-        ``qa_model_hidden_size``, ``vp_feature_size``...), the tokenizer and ``*.safetensors``.
+    def from_pretrained(cls, path: str | Path, *, device: str = "cpu", dtype: torch.dtype | None = None) -> Talker:
+        """Load the talker from Ming's release layout (see ``audio.talker_checkpoint``)."""
+        from audio.talker_checkpoint import load_talker
 
-        Raises:
-            TalkerError: the folder lacks the files or the weights do not fit.
-        """
-        from safetensors.torch import load_file
-        from transformers import AutoTokenizer
+        return load_talker(path, device=device, dtype=dtype)
 
-        path = Path(path)
-        if (path / "talker").is_dir():
-            path = path / "talker"
-        cfg_file = path / "config.json"
-        if not cfg_file.is_file():
-            raise TalkerError(f"no talker config.json under {path}")
-        raw = json.loads(cfg_file.read_text())
-        tok = _HFTokenizer(AutoTokenizer.from_pretrained(str(path)))
-        vocab = int(raw.get("vocab_size", len(tok) + 32768))
-        config = TalkerConfig(
-            hidden_size=raw.get("hidden_size", 896), num_hidden_layers=raw.get("num_hidden_layers", 24),
-            num_attention_heads=raw.get("num_attention_heads", 14),
-            num_key_value_heads=raw.get("num_key_value_heads", 2),
-            intermediate_size=raw.get("intermediate_size", 4864), rope_theta=raw.get("rope_theta", 1e6),
-            rms_norm_eps=raw.get("rms_norm_eps", 1e-6), text_vocab_size=len(tok), audio_vocab_size=vocab - len(tok),
-            thinker_hidden_size=raw.get("qa_model_hidden_size", 2048), speaker_dim=raw.get("vp_feature_size", 192),
-            vp_kernel_size=raw.get("vp_kernel_size", 1), vp_stride=raw.get("vp_stride", 1),
-        )
-        talker = cls(config, tok)
-        state: dict[str, torch.Tensor] = {}
-        for f in sorted(path.glob("*.safetensors")):
-            state.update(load_file(str(f)))
-        if not state:
-            raise TalkerError(f"no *.safetensors weights under {path}")
-        missing, unexpected = talker.load_state_dict(state, strict=False)
-        if missing:
-            raise TalkerError(f"talker weights lack {len(missing)} tensors, e.g. {missing[:3]}")
-        return talker.to(device).eval()
-
-    def config_dict(self) -> dict[str, Any]:
-        return asdict(self.config)
-
-    # -- inputs ---------------------------------------------------------------------------------------
     @property
     def audio_offset(self) -> int:
-        """Id of BPE audio token 0 in the talker vocabulary."""
+        """Id of BPE audio token 0 in the talker vocabulary (Ming's ``len(self.tokenizer)``)."""
         return self.config.text_vocab_size
 
-    def prefix(self, text: str, hidden: torch.Tensor | None, speaker: torch.Tensor | None
-               ) -> tuple[torch.Tensor, list[int]]:
-        """Prefill embeddings [1, P, D] and the text tokens left for later steps.
+    # -- prefix --------------------------------------------------------------------------------------
+    def prefix_ids(self, text: str, voice: VoicePrompt, n_thinker: int = 0) -> Prefix:
+        """Both channels of the first step, as Ming's ``omni_audio_generation`` (+ ``_func``) builds them.
 
         Raises:
-            TalkerError: empty text or hidden states of the wrong width.
+            TalkerError: empty text, or text too long to sit under the voice prompt's audio tokens
+                (Ming's layout has no room for it: its channels would differ in length).
         """
         if not text or not text.strip():
             raise TalkerError("the talker needs non-empty text to speak")
-        cfg, ids = self.config, self.ids
+        ids, enc = self.ids, self.tokenizer.encode
+        prompt = [ids["<prompt>"], ids["</prompt>"]]
+        thinker = [ids["<thinker_prefix>"], *[ids["<audio_pad>"]] * n_thinker, ids["</thinker_prefix>"]]
+        vp = [ids["<vp>"], ids["<audio_pad>"], ids["</vp>"]]
+        wav = [t + self.audio_offset for t in self.bpe.encode(voice.prompt_tokens)]
+        prompt_text, words = list(enc(voice.prompt_text)), list(enc(text))
+        room = len(wav) - len(prompt_text) - len(words)
+        if room < 0:
+            raise TalkerError(f"text too long for voice {voice.name!r}: {len(words)} text + {len(prompt_text)} "
+                              f"prompt-text tokens > {len(wav)} prompt audio tokens; speak a shorter sentence")
+        head = prompt + thinker + vp
+        return Prefix(audio_ids=head + [ids["<audio_bos>"]] + wav,
+                      text_ids=head + prompt_text + words + [ids["<text_eos>"]] + [ids["<text_pad>"]] * room,
+                      thinker_at=len(prompt) + 1, n_thinker=n_thinker, vp_at=len(prompt) + len(thinker) + 1)
+
+    def embed_prefix(self, p: Prefix, voice: VoicePrompt, hidden: torch.Tensor | None) -> torch.Tensor:
+        """Prefill embeddings [1, P, D] (Ming's ``forward`` + ``encode_audio_segments`` at step 0)."""
         emb = self.model.get_input_embeddings()
-        dev = emb.weight.device
-        if hidden is not None:
-            if hidden.ndim != 2 or hidden.shape[1] != cfg.thinker_hidden_size:
-                raise TalkerError(f"thinker states must be [T, {cfg.thinker_hidden_size}], got {tuple(hidden.shape)}")
-        n_thinker = 0 if hidden is None else hidden.shape[0]
-        text_ids = self.tokenizer.encode(text)
-        head = [ids["<prompt>"], ids["</prompt>"], ids["<thinker_prefix>"], *[ids["<audio_pad>"]] * n_thinker,
-                ids["</thinker_prefix>"], ids["<vp>"], ids["<audio_pad>"], ids["</vp>"]]
-        audio_ch = torch.tensor(head + [ids["<audio_bos>"]], device=dev)  # [P]
-        text_ch = torch.tensor(head + text_ids[:1], device=dev)  # [P]
-        x = emb(audio_ch) + emb(text_ch)  # [P, D]
-        if hidden is not None and n_thinker:
-            x[3:3 + n_thinker] = self.thinker_to_talker_proj(hidden.to(dev, x.dtype))  # [T, D]
-        if speaker is not None:
-            if speaker.shape[-1] != cfg.speaker_dim:
-                raise TalkerError(f"speaker embedding must be {cfg.speaker_dim}-d, got {tuple(speaker.shape)}")
-            vp = self.vp_head(speaker.reshape(1, cfg.speaker_dim, 1).to(dev, x.dtype))  # [1, D, 1]
-            x[n_thinker + 5] = vp[0, :, 0]
-        rest = text_ids[1:] + [ids["<text_eos>"]]
-        return x[None], rest
+        w = emb.weight
+        x = emb(torch.tensor(p.audio_ids, device=w.device)) + emb(torch.tensor(p.text_ids, device=w.device))
+        # Ming casts vp_emb to bf16 for its bf16 model; the same rounding keeps fp32 runs comparable
+        vp_in = voice.vp_emb.reshape(1, -1, 1).to(torch.bfloat16).to(w.device, w.dtype)  # [1, 192, 1]
+        x[p.vp_at] = self.vp_head(vp_in)[0, :, 0]
+        if p.n_thinker:
+            x[p.thinker_at:p.thinker_at + p.n_thinker] = self.thinker_to_talker_proj(hidden.to(w.device, w.dtype))
+        return x[None]
+
+    def _check_hidden(self, hidden: torch.Tensor | None) -> int:
+        if hidden is None:
+            return 0
+        if hidden.ndim != 2 or hidden.shape[1] != self.config.thinker_hidden_size:
+            raise TalkerError(f"thinker states must be [T, {self.config.thinker_hidden_size}], got {tuple(hidden.shape)}")
+        return hidden.shape[0]
 
     # -- sampling -------------------------------------------------------------------------------------
-    def _allowed(self, vocab: int, eos_ok: bool, device: torch.device) -> torch.Tensor:
-        """The additive mask ``[V]`` (0 allowed, -inf not); two per vocabulary, built once, not per token."""
-        key = (vocab, eos_ok, str(device))
-        masks = self._allowed_masks
-        if key not in masks:
-            allowed = torch.full((vocab,), float("-inf"), device=device)
-            allowed[self.audio_offset:] = 0.0
-            if eos_ok:
-                allowed[self.ids["<audio_eos>"]] = 0.0
-            masks[key] = allowed
-        return masks[key]
-
     def sample(self, logits: torch.Tensor, step: int, generator: torch.Generator | None = None) -> int:
-        """Sample one id from last-position logits [V]: audio tokens and ``<audio_eos>`` only,
-        ``<audio_eos>`` suppressed for the first ``min_new_tokens`` steps, top-k (20)."""
-        cfg = self.config
-        logits = logits.float() + self._allowed(logits.shape[-1], step >= cfg.min_new_tokens, logits.device)
-        top = torch.topk(logits, cfg.top_k)
-        probs = torch.softmax(top.values, dim=-1)
-        pick = torch.multinomial(probs, 1, generator=generator)
-        return int(top.indices[pick])
+        """Ming's ``sample``: top-20 of the full vocabulary, then the refused id removed while
+        ``step < 10``, then one draw from the softmax (the same calls, so a seeded generator
+        reproduces Ming's global-generator draws)."""
+        logits = logits.float().reshape(1, -1).clone()  # Ming's logits are fp32 (transformers 4.45 upcasts)
+        if self.config.audio_only:  # the random-weight demo talker (see TalkerConfig.audio_only)
+            keep = logits[0, self.ids["<audio_eos>"]].item()
+            logits[0, :self.audio_offset] = -float("inf")
+            logits[0, self.ids["<audio_eos>"]] = keep
+        remove = logits < torch.topk(logits, TOP_K)[0][..., -1, None]
+        if step < MIN_AUDIO_TOKENS:
+            remove[0][self.refused_id] = True
+        logits[remove] = -float("inf")
+        return int(torch.multinomial(torch.softmax(logits, dim=-1), num_samples=1, generator=generator))
+
+    # -- decoding -------------------------------------------------------------------------------------
+    def _stepper(self, x: torch.Tensor, max_steps: int) -> tuple[Any, torch.Tensor]:
+        """A callable ``(embeddings [S, D]) -> logits [V]`` with its KV cache, after the prefill."""
+        if FastDecoder.supports(self.model):
+            dec = FastDecoder(self.model, x.shape[1] + max_steps + 1)
+            return dec, dec(x[0])
+        from transformers import DynamicCache
+
+        cache, pos = DynamicCache(), [x.shape[1]]
+
+        def step(e: torch.Tensor) -> torch.Tensor:
+            out = self.model(inputs_embeds=e[None], past_key_values=cache, use_cache=True,
+                             position_ids=torch.tensor([[pos[0]]], device=e.device)).logits[0, -1]
+            pos[0] += 1
+            return out
+
+        return step, self.model(inputs_embeds=x, past_key_values=cache, use_cache=True).logits[0, -1]
 
     @torch.no_grad()
-    def stream(self, text: str, *, hidden: torch.Tensor | None = None, speaker: torch.Tensor | None = None,
-               max_new_tokens: int | None = None, seed: int | None = None) -> Iterator[int]:
-        """Generate BPE audio token ids (``0..audio_vocab_size-1``) for one piece, one per step,
-        with a KV cache; stops at ``<audio_eos>`` or ``max_new_tokens``."""
-        cfg, ids = self.config, self.ids
-        limit = min(max_new_tokens or cfg.max_new_tokens, cfg.max_new_tokens)
-        x, rest = self.prefix(text, hidden, speaker)
-        gen = torch.Generator(device="cpu").manual_seed(seed if seed is not None else 0)
-        fast = _FastDecoder.supports(self.model)
-        threads = _step_threads(x.device, cfg.hidden_size)
-        with _torch_threads(threads):
-            if fast:
-                dec = _FastDecoder(self.model, x.shape[1] + limit)
-                logits = dec(x[0])
-            else:
-                from transformers import DynamicCache
+    def generate(self, text: str, voice: VoicePrompt, *, hidden: torch.Tensor | None = None,
+                 seed: int | None = 0, max_steps: int = MAX_STEPS,
+                 generator: torch.Generator | None = None) -> Iterator[int]:
+        """Ming's ``generate`` for one sentence: yields raw talker ids (audio ids are
+        ``>= audio_offset``) until ``<audio_eos>`` or ``max_steps`` (Ming: 1000).
 
-                cache = DynamicCache()
-                logits = self.model(inputs_embeds=x, past_key_values=cache, use_cache=True).logits[0, -1]
+        Args:
+            seed: seeds a fresh generator (Ming: ``torch.manual_seed(seed)`` before its call).
+            generator: use this generator instead (it advances across calls).
+        """
+        n_thinker = self._check_hidden(hidden)
+        p = self.prefix_ids(text, voice, n_thinker)
+        x = self.embed_prefix(p, voice, hidden)
+        max_steps = min(max_steps, MAX_STEPS)
+        threads = step_threads(x.device, self.config.hidden_size)
+        with torch_threads(threads):
+            step_fn, logits = self._stepper(x, max_steps)
+        if generator is None:
+            generator = torch.Generator(device=logits.device).manual_seed(0 if seed is None else seed)
         emb = self.model.get_input_embeddings().weight  # [V, D]
-        pos = x.shape[1]
-        for step in range(limit):
-            with _torch_threads(threads):
-                tok = self.sample(logits.cpu(), step, gen)
-            if tok == ids["<audio_eos>"]:
+        eos, pad = self.ids["<audio_eos>"], self.ids["<text_pad>"]
+        for step in range(max_steps):
+            with torch_threads(threads):
+                tok = self.sample(logits, step, generator)
+            if tok == eos:
                 return
-            yield tok - self.audio_offset  # the consumer may resume us on another thread
-            text_tok = rest.pop(0) if rest else ids["<text_pad>"]
-            with _torch_threads(threads):
-                nxt = emb[tok] + emb[text_tok]  # [D]
-                if fast:
-                    logits = dec(nxt[None])
-                else:
-                    logits = self.model(inputs_embeds=nxt[None, None], past_key_values=cache, use_cache=True,
-                                        position_ids=torch.tensor([[pos]], device=nxt.device)).logits[0, -1]
-            pos += 1
+            yield tok  # the consumer may resume us on another thread
+            if step + 1 == max_steps:
+                return
+            with torch_threads(threads):
+                logits = step_fn((emb[tok] + emb[pad])[None])
 
+    @torch.no_grad()
+    def forced_logits(self, text: str, voice: VoicePrompt, tokens: list[int], *,
+                      hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [len(tokens) + 1, V] of the prefix and of each step after feeding ``tokens``
+        (what ``generate`` samples from when it draws those tokens)."""
+        p = self.prefix_ids(text, voice, self._check_hidden(hidden))
+        step_fn, logits = self._stepper(self.embed_prefix(p, voice, hidden), len(tokens))
+        emb = self.model.get_input_embeddings().weight
+        out = [logits.float()]
+        for tok in tokens:
+            out.append(step_fn((emb[tok] + emb[self.ids["<text_pad>"]])[None]).float())
+        return torch.stack(out)
 
-SMALL_TALKER_WIDTH = 256  # at or below this width a CPU step is too small to split across threads
+    def token_codes(self, token: int) -> np.ndarray:
+        """A sampled talker id -> its speech codes (Ming: ``s3bpe.decode([id - len(tokenizer)])``).
 
+        Raises:
+            TalkerError: a text id was sampled (Ming would fail in its BPE decode too).
+        """
+        bpe_id = token - self.audio_offset
+        if bpe_id < 0:
+            raise TalkerError(f"the talker sampled text token {token}, not an audio token")
+        return self.bpe.token_codes(bpe_id)
 
-def _step_threads(device: torch.device, width: int) -> int | None:
-    """Intra-op threads for a talker step: one for a small model on CPU (its ops are microseconds
-    long; a second OpenMP/MKL thread only spins against the other sessions' steps on shared cores,
-    ~1.7x the CPU time per token), else leave torch's setting alone (``None``)."""
-    return 1 if device.type == "cpu" and width <= SMALL_TALKER_WIDTH else None
-
-
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run the body with ``n`` intra-op threads, restoring the previous count after (it is a
-    per-thread OpenMP setting, but MKL's is process-wide, so it is never left changed)."""
-    prev = torch.get_num_threads()
-    if n is None or n == prev:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
-
-
-class _FastDecoder:
-    """One sequence through a Qwen2 causal LM with a preallocated KV cache, in plain tensor ops.
-
-    The same arithmetic as ``Qwen2ForCausalLM`` (RMSNorm, rotary, grouped-query attention, SwiGLU),
-    without its per-call Python machinery (module hooks, masks, cache objects, output classes), which
-    costs several times the maths itself for the tiny talker. Returns last-position logits [V].
-    """
-
-    def __init__(self, model: Any, max_len: int):
-        cfg = model.config
-        self.nh, self.kvh = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.nh
-        self.eps = cfg.rms_norm_eps
-        self.scale = self.hd ** -0.5
-        base = model.model
-        w = base.embed_tokens.weight
-        self.layers = [_layer_weights(layer) for layer in base.layers]
-        self.norm = base.norm.weight
-        self.head = model.lm_head.weight
-        cos, sin = base.rotary_emb(w[:1], torch.arange(max_len, device=w.device)[None])  # [1, L, hd]
-        self.cos, self.sin = cos[0].to(w.dtype), sin[0].to(w.dtype)
-        self.k = [w.new_zeros(self.kvh, max_len, self.hd) for _ in self.layers]
-        self.v = [w.new_zeros(self.kvh, max_len, self.hd) for _ in self.layers]
-        self.pos = 0
-
-    @staticmethod
-    def supports(model: Any) -> bool:
-        cfg = model.config
-        rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
-        types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
-        return (type(model).__name__ == "Qwen2ForCausalLM" and rope.get("rope_type", "default") == "default"
-                and types == {"full_attention"} and not getattr(cfg, "use_sliding_window", False)
-                and getattr(cfg, "hidden_act", "silu") == "silu")
-
-    def _rope(self, t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = t.shape[-1] // 2
-        rot = torch.cat((-t[..., half:], t[..., :half]), dim=-1)
-        return t * cos + rot * sin
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Embeddings [S, D] at the next S positions -> logits [V] of the last one."""
-        F = torch.nn.functional
-        s, p0 = x.shape[0], self.pos
-        p1 = p0 + s
-        cos, sin = self.cos[p0:p1], self.sin[p0:p1]  # [S, hd]
-        nh, kvh, hd = self.nh, self.kvh, self.hd
-        d = x.shape[-1]
-        for (ln1, wq, bq, wk, bk, wv, bv, wo, ln2, wg, wu, wd), kc, vc in zip(self.layers, self.k, self.v, strict=True):
-            h = F.rms_norm(x, (d,), ln1, self.eps)
-            q = F.linear(h, wq, bq).view(s, nh, hd).transpose(0, 1)  # [nh, S, hd]
-            k = F.linear(h, wk, bk).view(s, kvh, hd).transpose(0, 1)  # [kvh, S, hd]
-            kc[:, p0:p1] = self._rope(k, cos, sin)
-            vc[:, p0:p1] = F.linear(h, wv, bv).view(s, kvh, hd).transpose(0, 1)
-            q = self._rope(q, cos, sin)
-            keys, vals = kc[:, :p1], vc[:, :p1]  # [kvh, L, hd]
-            if s == 1:  # one query: grouped heads against their shared key/value head, no mask
-                att = torch.softmax((q.view(kvh, nh // kvh, hd) @ keys.transpose(1, 2)) * self.scale, dim=-1)
-                o = (att @ vals).reshape(1, nh * hd)
-            else:  # prefill from position 0: causal
-                rep = nh // kvh
-                o = F.scaled_dot_product_attention(q, keys.repeat_interleave(rep, 0), vals.repeat_interleave(rep, 0),
-                                                   is_causal=p0 == 0, scale=self.scale)
-                o = o.transpose(0, 1).reshape(s, nh * hd)
-            x = x + F.linear(o, wo)
-            h = F.rms_norm(x, (d,), ln2, self.eps)
-            x = x + F.linear(F.silu(F.linear(h, wg)) * F.linear(h, wu), wd)
-        self.pos = p1
-        return F.linear(F.rms_norm(x[-1], (d,), self.norm, self.eps), self.head)
-
-
-def _layer_weights(layer: Any) -> tuple[torch.Tensor | None, ...]:
-    a, m = layer.self_attn, layer.mlp
-    return (layer.input_layernorm.weight, a.q_proj.weight, a.q_proj.bias, a.k_proj.weight, a.k_proj.bias,
-            a.v_proj.weight, a.v_proj.bias, a.o_proj.weight, layer.post_attention_layernorm.weight,
-            m.gate_proj.weight, m.up_proj.weight, m.down_proj.weight)
+    def speak(self, text: str, voice: VoicePrompt, *, hidden: torch.Tensor | None = None, seed: int | None = 0,
+              max_steps: int = MAX_STEPS) -> Iterator[np.ndarray]:
+        """Speech codes per sampled token, streamed (Ming's ``omni_audio_generation_func``)."""
+        tokens = self.generate(text, voice, hidden=hidden, seed=seed, max_steps=max_steps)
+        try:
+            for tok in tokens:
+                yield self.token_codes(tok)
+        finally:
+            tokens.close()

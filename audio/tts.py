@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-import zlib
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,16 @@ from audio.bpe import CodeBPE
 from audio.codec import SpeechCodec, load_codec
 from audio.dsp import StreamingResampler
 from audio.sentences import SentenceSplitter, count_units
-from audio.talker import Talker, TalkerError, _torch_threads
+from audio.talker import MAX_STEPS, Talker, TalkerError
+from audio.talker_decode import torch_threads
+from audio.voices import VoicePrompt, load_voice
 
 log = logging.getLogger(__name__)
 
-OUTPUT_RATE = 24000  # the realtime protocol's pcm16 rate
-TOKENS_PER_UNIT = 8  # cap on talker steps per unit (a word or CJK char is ~0.3 s ~ 15 codes ~ 7 tokens)
+OUTPUT_RATE = 24000  # the realtime protocol's pcm16 rate; Ming's detokenizer rate
+TOKENS_PER_UNIT = 8  # random-weight talker only: cap on steps per unit (a word or CJK char is ~7 tokens)
 MIN_TOKEN_CAP = 12  # ... plus this, so short pieces still get room past the <audio_eos> suppression
+_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 @dataclass
@@ -67,6 +71,11 @@ def _thinker_width(settings: Any) -> int:
     return ThinkerConfig.preset(getattr(model, "preset", None) or "tiny").hidden_size
 
 
+def default_voice(text: str) -> str:
+    """Ming's choice (test_audio_tasks, gradio_demo): ``luna`` for Chinese text, else ``eng``."""
+    return "luna" if _CJK.search(text) else "eng"
+
+
 # -- the pipeline -------------------------------------------------------------------------------------
 
 
@@ -81,79 +90,106 @@ class StreamingTTS:
     """Text (and thinker states) in, 24 kHz PCM chunks out.
 
     Args:
-        talker: the talker LM.
-        bpe: the audio BPE (its vocabulary must match the talker's audio vocabulary).
+        talker: the talker LM (it holds the s3 BPE that turns its tokens into codes).
         codec: the detokenizer backend.
         seed: sampling seed; sentence ``i`` of a turn samples with ``seed + i``.
+        random_weights: the talker has seeded random weights (the demo backend): its pieces are
+            capped in length, since it rarely samples ``<audio_eos>``.
     """
 
     sample_rate = OUTPUT_RATE
 
-    def __init__(self, talker: Talker, bpe: CodeBPE, codec: SpeechCodec, *, seed: int = 0):
-        if talker.config.audio_vocab_size < bpe.vocab_size:
-            raise TalkerError(f"talker audio vocabulary {talker.config.audio_vocab_size} < BPE vocabulary {bpe.vocab_size}")
-        self.talker, self.bpe, self.codec, self.seed = talker, bpe, codec, seed
-        self.random_weights = True
+    def __init__(self, talker: Talker, codec: SpeechCodec, *, seed: int = 0, random_weights: bool = True):
+        self.talker, self.codec, self.seed = talker, codec, seed
+        self.random_weights = random_weights
         """True when the talker has seeded random weights (its speech is noise-like babble)."""
+        self._voices: dict[str, VoicePrompt] = {}
 
     @classmethod
     def build(cls, settings_or_none: Any = None, *, device: str = "cpu", seed: int = 0) -> StreamingTTS:
-        """Build from settings (``settings.model.path`` with a ``talker/`` folder loads Ming's talker,
-        its ``s3_bpe`` and, when present, its detokenizer); otherwise the lightweight codec, the
-        committed BPE and the tiny talker with seeded random weights."""
+        """Ming's stack whenever the checkpoint (``settings.model.path``) has it: the released
+        talker and its detokenizer, both required (an error names what does not load). Otherwise the
+        demo backend: the tiny talker with seeded random weights, the committed BPE, the mel-VQ codec."""
+        from audio.talker_checkpoint import has_talker
+
         model = getattr(settings_or_none, "model", None)
         path = getattr(model, "path", None)
         if device == "cpu":  # an explicit device argument wins over the settings
             device = getattr(model, "device", None) or "cpu"
-        if path and (Path(path) / "talker").is_dir():
-            talker_dir = Path(path) / "talker"
-            bpe = CodeBPE.from_dir(talker_dir)
-            talker = Talker.from_pretrained(talker_dir, device=device)
-            try:
-                codec = load_codec("ming", path=talker_dir)
-            except Exception as e:  # no or unsupported detokenizer: still speak through the light codec
-                log.warning("Ming detokenizer not loaded (%s); using the lightweight codec", e)
-                codec = load_codec("mel-vq")
-            tts = cls(talker, bpe, codec, seed=seed)
-            tts.random_weights = False
-            return tts
+        if path and has_talker(path):
+            talker = Talker.from_pretrained(path, device=device)
+            codec = load_codec("ming", path=Path(path) / "talker")
+            return cls(talker, codec, seed=seed, random_weights=False)
+        if path:
+            log.warning("checkpoint %s has no talker_config: speech uses the demo stack (random talker)", path)
         bpe = CodeBPE.default()
-        talker = Talker.build("tiny", seed=seed, device=device, audio_vocab_size=bpe.vocab_size,
+        talker = Talker.build("tiny", seed=seed, device=device, bpe=bpe, audio_vocab_size=bpe.vocab_size,
                               thinker_hidden_size=_thinker_width(settings_or_none))
-        return cls(talker, bpe, load_codec("mel-vq"), seed=seed)
+        return cls(talker, load_codec("mel-vq"), seed=seed)
 
     # -- helpers ------------------------------------------------------------------------------------
-    def speaker_embedding(self, voice: str | None) -> torch.Tensor:
-        """A deterministic 192-d speaker vector per voice name (a placeholder for CAM++ x-vectors)."""
-        g = torch.Generator().manual_seed(zlib.crc32((voice or "default").encode()))
-        v = torch.randn(self.talker.config.speaker_dim, generator=g)
-        return v / v.norm()
+    def voice(self, voice: str | None, text: str) -> VoicePrompt:
+        """The voice prompt for ``voice`` (a name or a prompt file); None or ``"default"`` (the realtime
+        session's default) is Ming's per-language pick."""
+        key = default_voice(text) if voice in (None, "", "default") else voice
+        if key not in self._voices:
+            self._voices[key] = load_voice(key)
+        return self._voices[key]
 
-    def _max_tokens(self, text: str) -> int:
-        return min(self.talker.config.max_new_tokens, MIN_TOKEN_CAP + TOKENS_PER_UNIT * max(1, count_units(text)))
+    def _max_steps(self, text: str) -> int:
+        if not self.random_weights:
+            return MAX_STEPS  # Ming's limit; a trained talker ends with <audio_eos>
+        return min(MAX_STEPS, MIN_TOKEN_CAP + TOKENS_PER_UNIT * max(1, count_units(text)))
+
+    def _fit(self, text: str, voice: VoicePrompt) -> list[str]:
+        """``text`` as parts that fit under the voice prompt (Ming cuts at 50 characters and would
+        fail on a longer text channel; we halve at a space or punctuation until each part fits)."""
+        try:
+            self.talker.prefix_ids(text, voice)
+            return [text]
+        except TalkerError as e:
+            if "too long" not in str(e) or len(text) < 2:
+                raise
+        mid = len(text) // 2
+        cuts = [i + 1 for i, ch in enumerate(text) if ch in " ，,。.!?！？、；;"]
+        cut = min(cuts, key=lambda i: abs(i - mid)) if cuts else mid
+        cut = cut if 0 < cut < len(text) else mid
+        return [p for part in (text[:cut].strip(), text[cut:].strip()) if part for p in self._fit(part, voice)]
+
+    def _decoder(self, voice: VoicePrompt) -> Any:
+        """A streaming decoder; detokenizers that take a voice prompt (Ming's: prompt tokens, mel,
+        speaker vector) get it."""
+        if "voice" in inspect.signature(self.codec.stream_decoder).parameters:
+            return self.codec.stream_decoder(voice=voice)
+        return self.codec.stream_decoder()
 
     def _piece_pcm(self, piece: _Piece, voice: str | None) -> Iterator[np.ndarray]:
         """Synchronous per-piece pipeline: yields 24 kHz PCM each time the decoder emits a block."""
-        dec = self.codec.stream_decoder()
+        prompt = self.voice(voice, piece.text)
+        for part in self._fit(piece.text, prompt):
+            yield from self._part_pcm(part, piece, prompt)
+
+    def _part_pcm(self, text: str, piece: _Piece, prompt: VoicePrompt) -> Iterator[np.ndarray]:
+        dec = self._decoder(prompt)
         rs = StreamingResampler(self.codec.sample_rate, OUTPUT_RATE)
-        tokens = self.talker.stream(piece.text, hidden=piece.hidden, speaker=self.speaker_embedding(voice),
-                                    max_new_tokens=self._max_tokens(piece.text), seed=self.seed + piece.index)
+        codes = self.talker.speak(text, prompt, hidden=piece.hidden, seed=self.seed + piece.index,
+                                  max_steps=self._max_steps(text))
         # the light codec and the resampler work on one window at a time: a second intra-op thread
         # only spins against the other sessions' work on shared cores (the talker scopes itself)
         threads = 1 if self.codec.name == "mel-vq" else None
         try:
-            for tok in tokens:
-                with _torch_threads(threads):
-                    pcm = dec.push(self.bpe.token_codes(tok))
+            for run in codes:
+                with torch_threads(threads):
+                    pcm = dec.push(run)
                     out = rs.push(pcm) if pcm.size else pcm
                 if out.size:
                     yield out
-            with _torch_threads(threads):
+            with torch_threads(threads):
                 tail = rs.push(dec.flush())
                 last = np.concatenate([tail, rs.flush()])
             yield last
         finally:
-            tokens.close()
+            codes.close()
 
     # -- public API -----------------------------------------------------------------------------------
     def synthesize(self, text: str, *, voice: str | None = None, hidden: torch.Tensor | None = None) -> np.ndarray:

@@ -173,8 +173,8 @@ async def test_spoken_answer_feeds_thinker_states_to_the_talker(engine, saver):
     from audio.tts import StreamingTTS
 
     bpe = CodeBPE.default()
-    talker = Talker.build("tiny", audio_vocab_size=bpe.vocab_size, thinker_hidden_size=engine.thinker.hidden_size)
-    tts = StreamingTTS(talker, bpe, load_codec("mel-vq"))
+    talker = Talker.build("tiny", bpe=bpe, audio_vocab_size=bpe.vocab_size, thinker_hidden_size=engine.thinker.hidden_size)
+    tts = StreamingTTS(talker, load_codec("mel-vq"))
     seen: list = []
     real_stream = tts.stream
 

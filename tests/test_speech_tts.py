@@ -9,7 +9,7 @@ import torch
 from audio.talker import TalkerError
 from audio.tts import StreamingTTS
 
-TEXT = "This is the first sentence of our test. 然后我们说一句中文，好不好？"
+TEXT = "今天天气很好，我们一起去公园散步吧。然后我们一起去吃饭，好不好？"  # three sentences by Ming's rules
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_every_sentence_streams_and_equals_offline(tts):
     assert tts.sample_rate == 24000
     chunks = asyncio.run(collect(tts.stream(deltas(TEXT))))
     idx = [c.sentence_index for c in chunks]
-    assert idx == sorted(idx) and set(idx) == {0, 1}
+    assert idx == sorted(idx) and set(idx) == {0, 1, 2}
     for i in range(2):  # sentences long enough for two decoder blocks arrive in several chunks
         assert idx.count(i) >= 2, idx
     assert all(c.pcm.dtype == np.float32 and c.pcm.ndim == 1 for c in chunks)
@@ -157,3 +157,75 @@ def test_bench_full_meets_targets():
     assert result["bpe_rate_reduction"] >= 0.35
     assert result["detok_rtf"] < 0.3
     assert result["roundtrip_exact"] is True
+
+
+def test_cli_tts_voices(tmp_path, capsys):
+    import shutil
+
+    import soundfile as sf
+
+    from omni_agent.cli import main
+
+    prompt = tmp_path / "my_voice.pt"
+    shutil.copy("audio/voices/luna_v2.pt", prompt)
+    out = tmp_path / "v.wav"
+    assert main(["tts", "你好，世界。", "-o", str(out), "--voice", str(prompt)]) == 0
+    assert sf.info(out).samplerate == 24000
+    assert main(["tts", "Hello.", "-o", str(out), "--voice", "bob"]) == 1
+    assert "unknown voice 'bob'" in capsys.readouterr().err
+
+
+def test_checkpoint_with_the_talker_uses_mings_stack_or_fails(capsys):
+    """A release checkpoint never falls back to the demo codec: its detokenizer must load."""
+    from omni_agent.cli import main
+
+    release = "tests/fixtures/ming_talker/release"
+    assert main(["tts", "Hello.", "-o", "/dev/null", "--model-path", release]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("omni-agent: error")]
+    assert len(err) == 1 and "release/talker" in err[0]
+
+
+def test_voice_pick_follows_ming(tts):
+    from audio.tts import default_voice
+
+    assert default_voice("你好") == "luna" and default_voice("Hello") == "eng"
+    assert tts.voice(None, "你好").name == "luna" and tts.voice("eng", "你好").name == "eng"
+    assert tts.voice("default", "Hi").name == "eng"  # the realtime session's default voice
+
+
+def test_sentence_too_long_for_the_voice_prompt_is_cut(tts):
+    voice = tts.voice("luna", "")
+    parts = tts._fit("这是一个非常非常长的句子，它比语音提示还要长得多，所以必须把它切成几段才能说出来。", voice)
+    assert len(parts) >= 2 and "".join(parts).replace(" ", "") == \
+        "这是一个非常非常长的句子，它比语音提示还要长得多，所以必须把它切成几段才能说出来。"
+    for p in parts:
+        tts.talker.prefix_ids(p, voice)  # fits
+
+
+def test_a_detokenizer_that_takes_the_voice_prompt_gets_it(tts):
+    """The glue for Ming's detokenizer: ``stream_decoder(voice=...)`` receives the sentence's voice."""
+    seen = []
+
+    class Decoder:
+        def __init__(self, voice):
+            self.voice, self.codes = voice, 0
+            seen.append(self)
+
+        def push(self, codes):
+            self.codes += len(codes)
+            return np.zeros(480 * len(codes), np.float32)
+
+        def flush(self):
+            return np.zeros(0, np.float32)
+
+    class VoiceCodec:
+        name, sample_rate = "voice-codec", 24000
+
+        def stream_decoder(self, *, voice):
+            return Decoder(voice)
+
+    ming_like = StreamingTTS(tts.talker, VoiceCodec(), seed=0)
+    pcm = ming_like.synthesize("Hello there, this is one sentence of a test for you.", voice="eng")
+    assert [d.voice.name for d in seen] == ["eng"] and len(pcm) == 480 * seen[0].codes > 0
+    tokens, mel, spk = seen[0].voice.detokenizer_prompt()
+    assert tokens.shape == (324,) and mel.shape == (324, 80) and spk.shape == (192,)

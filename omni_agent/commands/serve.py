@@ -34,6 +34,7 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
     from omni_agent.realtime.routes import realtime_router
     from omni_agent.server import files
     from omni_agent.server.app import create_app
+    from omni_agent.server.speech import speech_router
     from web import web_router
 
     engine = AsyncEngine.from_settings(settings)
@@ -43,6 +44,7 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
         files.files_router(settings),
         realtime_router(settings, engine, tts, responder),
         artifacts_router(responder.artifacts),  # GET /v1/artifacts/{id}
+        speech_router(settings, tts),  # POST /v1/audio/speech
         web_router(),  # GET / : the browser client
     ]
     # create_app closes the responder (its session database) on shutdown

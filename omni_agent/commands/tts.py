@@ -12,12 +12,15 @@ from omni_agent.settings import Settings
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = subparsers.add_parser(
         "tts", parents=[common], help="speak text to a WAV file (talker + codec)",
-        description="Speak text to a 24 kHz WAV file. Without a checkpoint the talker is the tiny preset with "
-                    "random weights (it babbles); --codes-from-text lets you hear the codec itself: espeak-ng "
-                    "speaks the text, the codec encodes it to 50 Hz codes and the streaming decoder rebuilds it.")
+        description="Speak text to a 24 kHz WAV file. With --model-path DIR holding Ming's release (root config "
+                    "with talker_config, talker/ folder) it is Ming's talker and detokenizer, both required. Without "
+                    "one the talker is the tiny preset with random weights (it babbles); --codes-from-text lets you "
+                    "hear the codec itself: espeak-ng speaks the text, the codec encodes it to 50 Hz codes and the "
+                    "streaming decoder rebuilds it.")
     p.add_argument("text", help="text to speak")
     p.add_argument("-o", "--output", required=True, metavar="WAV", help="output WAV file (24 kHz mono PCM16)")
-    p.add_argument("--voice", help="voice: talker voice name, or an espeak-ng voice with --codes-from-text")
+    p.add_argument("--voice", help="talker voice prompt: luna, eng or a Ming voice-prompt .pt file (default: luna "
+                                   "for Chinese text, else eng); an espeak-ng voice with --codes-from-text")
     p.add_argument("--lang", choices=["en", "cmn", "yue"], help="language for --codes-from-text (default: guessed)")
     p.add_argument("--codes-from-text", action="store_true",
                    help="reference codes from espeak-ng speech instead of the talker")
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from audio.codec import CodecError
     from audio.talker import TalkerError
+    from audio.voices import VoiceError
 
     try:
         if args.codes_from_text:
@@ -65,8 +69,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
             tts = StreamingTTS.build(settings, seed=args.seed)
             pcm = tts.synthesize(args.text, voice=args.voice)
-            info = f"talker {'tiny, RANDOM weights (babble, not words)' if tts.random_weights else 'from checkpoint'}, codec {tts.codec.name}"
-    except (CodecError, TalkerError) as e:
+            talker = "tiny, RANDOM weights (babble, not words)" if tts.random_weights else "Ming's, from the checkpoint"
+            info = f"talker {talker}, detokenizer {tts.codec.name}, voice {args.voice or 'luna/eng by language'}"
+    except (CodecError, TalkerError, VoiceError) as e:
         print(f"omni-agent: error: {e}", file=sys.stderr)
         return 1
     sf.write(args.output, pcm, 24000, subtype="PCM_16")

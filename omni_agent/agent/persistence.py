@@ -2,32 +2,153 @@
 
 One file holds every session; a restarted server opens the same file and a session picks up its
 conversation and any pending confirmation. Past one machine, swap in LangGraph's Postgres saver.
+
+Opening is defensive, because a broken file must never be served or written back:
+
+- WAL journal (readers never block the writer) with ``busy_timeout`` (a writer waits this long for
+  a lock, then the request gets a clear "busy" error instead of hanging);
+- ``PRAGMA integrity_check`` before first use: a corrupt file or one that is not a database at all
+  is logged, moved aside (``<name>.corrupt-<UTC time>``, with its ``-wal``/``-shm``) and a fresh
+  database takes its place; the old one is kept for inspection, never reopened;
+- a path that cannot hold a database (a directory, a read-only file or folder) raises
+  :class:`SessionStoreError` naming the path and the reason;
+- closing runs ``PRAGMA quick_check`` first: a file that went bad while serving is moved aside
+  after the connection closes, so the next start never serves it again.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
+import time
 from pathlib import Path
 
 import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000  # another process holding the write lock longer than this is an outage, not a wait
+_SIDECARS = ("-wal", "-shm", "-journal")
+
+
+class SessionStoreError(RuntimeError):
+    """The sessions database cannot be used (path unusable, read-only, locked, corrupt)."""
+
+
+def is_corruption(error: BaseException) -> bool:
+    """True for SQLite errors that mean the file itself is damaged (not a lock or a full disk)."""
+    text = str(error).lower()
+    return isinstance(error, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text
+                                                         or "corrupt" in text)
+
+
+def describe(error: BaseException, path: str | Path) -> str:
+    """A one-line, user-facing description of a sessions-database error."""
+    text = str(error).lower()
+    if "locked" in text or "busy" in text:
+        return f"the sessions database {path} is locked by another process (waited {BUSY_TIMEOUT_MS} ms)"
+    if "readonly" in text or "read-only" in text:
+        return f"the sessions database {path} is read-only"
+    if is_corruption(error):
+        return f"the sessions database {path} is corrupt ({error})"
+    return f"the sessions database {path} failed: {type(error).__name__}: {error}"
+
+
+def quarantine(path: str | Path) -> Path:
+    """Move a damaged database (and its WAL/shm files) aside; returns the new name of the main file."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.corrupt-{stamp}-{n}"), n + 1
+    for suffix in ("", *_SIDECARS):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            os.replace(src, Path(str(target) + suffix))
+    return target
+
+
+async def _integrity(conn: aiosqlite.Connection, pragma: str = "integrity_check") -> str:
+    """``"ok"`` or the first problem SQLite reports (a corrupt or non-database file raises instead)."""
+    async with conn.execute(f"PRAGMA {pragma}") as cur:
+        rows = await cur.fetchall()
+    return "ok" if [r[0] for r in rows] == ["ok"] else "; ".join(str(r[0]) for r in rows[:3])
+
+
+async def _connect_checked(path: str) -> aiosqlite.Connection:
+    """Connect, set the pragmas and verify the file; raises ``sqlite3.DatabaseError`` when corrupt."""
+    conn = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if path != ":memory:":
+            problem = await _integrity(conn)
+            if problem != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {problem} (corrupt)")
+        # WAL: readers (state lookups) do not block the writer; NORMAL sync is durable across app crashes.
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
 
 async def open_checkpointer(path: str | Path) -> AsyncSqliteSaver:
-    """Open (creating if needed) the checkpoint database; close with :func:`close_checkpointer`."""
+    """Open (creating if needed) the checkpoint database; close with :func:`close_checkpointer`.
+
+    Raises:
+        SessionStoreError: the path cannot hold a database (a directory, read-only, locked).
+    """
     path = str(path)
     if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = await aiosqlite.connect(path)
-    # WAL: readers (state lookups) do not block the writer; NORMAL sync is durable across app crashes.
-    await conn.execute("PRAGMA journal_mode=WAL")
-    await conn.execute("PRAGMA synchronous=NORMAL")
-    saver = AsyncSqliteSaver(conn)
-    await saver.setup()
+        p = Path(path)
+        if p.is_dir():
+            raise SessionStoreError(f"the sessions database {path} is a directory, not a file")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SessionStoreError(f"cannot create the folder of the sessions database {path}: {e}") from None
+    try:
+        try:
+            conn = await _connect_checked(path)
+        except sqlite3.DatabaseError as e:
+            if not is_corruption(e) or path == ":memory:":
+                raise
+            moved = quarantine(path)
+            log.error("the sessions database %s is corrupt (%s); moved it to %s and starting a new one",
+                      path, e, moved)
+            conn = await _connect_checked(path)
+        saver = AsyncSqliteSaver(conn)
+        try:
+            await saver.setup()  # creates the tables: also proves the file is writable
+        except BaseException:
+            await conn.close()
+            raise
+    except sqlite3.Error as e:
+        raise SessionStoreError(describe(e, path)) from None
     return saver
 
 
 async def close_checkpointer(saver: AsyncSqliteSaver) -> None:
-    await saver.conn.close()
+    """Close the database; a file that went corrupt while serving is moved aside after closing."""
+    conn = saver.conn
+    path, problem = "", "ok"
+    try:
+        async with conn.execute("PRAGMA database_list") as cur:
+            path = next((r[2] for r in await cur.fetchall() if r[1] == "main"), "") or ""  # "" for :memory:
+        problem = await _integrity(conn, "quick_check")
+    except sqlite3.DatabaseError as e:
+        problem = str(e)
+    except (sqlite3.Error, ValueError):  # already closed, or busy: nothing to judge
+        pass
+    await conn.close()
+    if problem != "ok" and path and Path(path).exists():
+        moved = quarantine(path)
+        log.error("the sessions database %s failed its check at shutdown (%s); moved it to %s",
+                  path, problem, moved)
 
 
 def thread_config(session_id: str, *, recursion_limit: int = 100) -> dict:

@@ -16,6 +16,12 @@ It implements the realtime ``Responder`` protocol (``respond(conversation, optio
    ``session.update``; the turn then ends and the client answers with ``function_call_output``),
    ``ToolProgress`` for server-side tools (diffusion steps, GUI actions), ``Artifact`` (URL
    ``/v1/artifacts/{id}``), ``ConfirmationRequest``, and a last ``ResponseFinished``.
+
+The sessions database is opened by :meth:`AgentResponder.start` (the server's start-up, before the
+first request is accepted); :meth:`health` reports it. A store that failed to open is retried by the
+next response (at most every ``STORE_RETRY_S``) and every response meanwhile fails at once with a
+``SessionStoreError`` reason (HTTP 503). A database that turns out corrupt while serving is closed
+(and moved aside, see :mod:`omni_agent.agent.persistence`) and a fresh one is opened on the next try.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -34,6 +42,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemM
 from omni_agent.agent.artifacts import ArtifactStore
 from omni_agent.agent.graph import RunContext, build_graph
 from omni_agent.agent.media import remember_clip, store_audio, user_parts
+from omni_agent.agent.persistence import SessionStoreError, describe, is_corruption
 from omni_agent.agent.runner import AgentRunner
 from omni_agent.agent.tools import Tool, client_tools
 from omni_agent.realtime.responder import (
@@ -51,6 +60,9 @@ from omni_agent.realtime.responder import (
     Usage,
 )
 
+log = logging.getLogger(__name__)
+
+STORE_RETRY_S = 2.0  # a failed sessions database is reopened at most this often (each try touches the disk)
 _YES = {"yes", "y", "ok", "okay", "approve", "approved", "confirm", "confirmed", "true", "allow", "go ahead"}
 MOVED_ON = "the user said something else instead of answering"
 
@@ -122,8 +134,12 @@ class AgentResponder:
         self.artifacts = artifacts
         self.instructions = instructions
         self._closers: list[Any] = []
-        self._opener: Any = None
+        self._opener: Any = None  # opens (or reopens) the sessions database and builds the graph on it
         self._open_lock = asyncio.Lock()
+        self._ready = True  # a responder built around a runner has its store already
+        self._store_path = ""
+        self._store_error: str | None = None
+        self._last_try = float("-inf")
 
     # --- construction ---------------------------------------------------------------------------
 
@@ -156,13 +172,14 @@ class AgentResponder:
         self = cls(None, artifacts)  # type: ignore[arg-type]
 
         async def open_() -> None:
+            await self._close_store()  # a reopen after a failure: the old connection goes first
             saver = await open_checkpointer(db)
             graph = build_graph(model, all_tools, saver, max_steps=a.max_steps, tool_timeout_s=a.tool_timeout_s,
                                 tts=tts, artifacts=artifacts)
             self.runner = AgentRunner(graph, max_steps=a.max_steps)
             self._closers.append(lambda: close_checkpointer(saver))
 
-        self._opener = open_
+        self._opener, self._ready, self._store_path = open_, False, str(db)
         return self
 
     @classmethod
@@ -172,18 +189,62 @@ class AgentResponder:
         await self._ensure()
         return self
 
-    async def _ensure(self) -> None:
-        if self._opener is not None:
-            async with self._open_lock:
-                if self._opener is not None:
-                    opener, self._opener = self._opener, None
-                    await opener()
+    async def start(self) -> None:
+        """Open the sessions database now (server start-up). A failure is logged and shown by
+        :meth:`health`, and retried by later responses; it does not stop the server."""
+        try:
+            await self._ensure(force=True)
+        except SessionStoreError:
+            pass  # already logged; /health says so and every response gets a clear 503
+
+    async def health(self) -> dict[str, Any]:
+        """``{"ok", "path", "error"}`` of the sessions database; a failed one is retried (throttled)."""
+        if not self._ready:
+            with contextlib.suppress(SessionStoreError):
+                await self._ensure()
+        return {"ok": self._ready, "path": self._store_path or None, "error": self._store_error}
+
+    async def _ensure(self, *, force: bool = False) -> None:
+        """Make sure the sessions database is open (the graph needs it), or raise ``SessionStoreError``."""
+        if self._ready:
+            return
+        async with self._open_lock:  # concurrent first requests wait for the one open, never skip it
+            if self._ready:
+                return
+            now = time.monotonic()
+            if self._store_error is not None and not force and now - self._last_try < STORE_RETRY_S:
+                raise SessionStoreError(self._store_error)
+            self._last_try = now
+            try:
+                await self._opener()
+            except SessionStoreError as e:
+                self._store_error = str(e)
+            except Exception as e:  # noqa: BLE001 - any open failure is reported, not half-opened
+                self._store_error = describe(e, self._store_path)
+            else:
+                self._ready, self._store_error = True, None
+                return
+            log.error("sessions database unavailable: %s (retried on the next response)", self._store_error)
+            raise SessionStoreError(self._store_error)
+
+    def _store_failed(self, error: BaseException) -> str:
+        """A database error during a response: its one-line description; corruption also takes the
+        store out of service (closed, moved aside, reopened fresh by the next response)."""
+        message = describe(error, self._store_path)
+        if is_corruption(error) and self._opener is not None and self._ready:
+            log.error("%s: closing it; a new database is opened on the next response", message)
+            self._ready, self._store_error, self._last_try = False, message, float("-inf")
+        return message
+
+    async def _close_store(self) -> None:
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                await close()
+        self._closers.clear()
 
     async def aclose(self) -> None:
         """Close the checkpoint database (server shutdown)."""
-        for close in self._closers:
-            await close()
-        self._closers.clear()
+        await self._close_store()
 
     # --- conversation -> new messages -----------------------------------------------------------
 
@@ -312,7 +373,11 @@ class AgentResponder:
                 offers only the tools the client declared.
         """
         t0 = time.perf_counter()
-        await self._ensure()
+        try:
+            await self._ensure()
+        except SessionStoreError as e:  # fails fast while the store is down; the server lives on
+            yield ResponseFinished("failed", f"SessionStoreError: {e}", Usage(), {})
+            return
         sid, persistent = session_id_of(conversation, options)
         declared = client_tools(options.tools or [])
         ctx = RunContext(cancel=cancel, modalities=tuple(options.modalities), voice=options.voice,
@@ -337,6 +402,9 @@ class AgentResponder:
                                              update={"messages": new, "items": links})
             else:
                 stream = self.runner.turn(sid, new, ctx, items=links)
+        except sqlite3.Error as e:  # the store, not the conversation
+            yield ResponseFinished("failed", f"SessionStoreError: {self._store_failed(e)}", Usage(), {})
+            return
         except Exception as e:  # a bad conversation fails this response, not the session
             yield ResponseFinished("failed", f"{type(e).__name__}: {e}", Usage(), {})
             return
@@ -361,6 +429,8 @@ class AgentResponder:
             try:
                 async for ev in stream:
                     await queue.put(ev)
+            except sqlite3.Error as e:  # a checkpoint write failed: the store's error, said plainly
+                await queue.put({"type": "error", "error": f"SessionStoreError: {self._store_failed(e)}"})
             except Exception as e:  # reported as a failed response
                 await queue.put({"type": "error", "error": f"{type(e).__name__}: {e}"})
             finally:

@@ -77,6 +77,8 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await engine.start()  # bind the engine loop to the server's event loop
+        if hasattr(responder, "start"):
+            await responder.start()  # the sessions database, before the first request is accepted
         try:
             yield
         finally:
@@ -96,8 +98,12 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
     app.add_exception_handler(Exception, unhandled_error_handler)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model_id(settings), "engine": engine.stats()}
+    async def health() -> Response:
+        """200 ``ok`` when every part can serve; 503 ``degraded`` (naming the part) otherwise."""
+        store = await responder.health() if hasattr(responder, "health") else {"ok": True}
+        body = {"status": "ok" if store["ok"] else "degraded", "model": model_id(settings),
+                "engine": engine.stats(), "sessions_store": store}
+        return JSONResponse(body, status_code=200 if store["ok"] else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

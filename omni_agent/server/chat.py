@@ -70,6 +70,8 @@ def _failure(fin: ResponseFinished) -> APIError:
     message = (fin.reason or "response failed").split(":", 1)[-1].strip() or "response failed"
     if name in _CLIENT_ERRORS:
         return APIError(400, message, param="messages", code=_CLIENT_ERRORS[name])
+    if name == "SessionStoreError":  # the sessions database is down or busy: retry later, not a bug
+        return APIError(503, message, type="server_error", code="session_store_unavailable")
     return APIError(500, fin.reason or "response failed", type="server_error")
 
 

@@ -71,6 +71,20 @@ def quarantine(path: str | Path) -> Path:
     return target
 
 
+def _prepare(p: Path) -> None:
+    """The folder exists and the path is not a directory (stat calls only)."""
+    if p.is_dir():
+        raise SessionStoreError(f"the sessions database {p} is a directory, not a file")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SessionStoreError(f"cannot create the folder of the sessions database {p}: {e}") from None
+
+
+def _exists(path: str) -> bool:
+    return Path(path).exists()
+
+
 async def _integrity(conn: aiosqlite.Connection, pragma: str = "integrity_check") -> str:
     """``"ok"`` or the first problem SQLite reports (a corrupt or non-database file raises instead)."""
     async with conn.execute(f"PRAGMA {pragma}") as cur:
@@ -104,13 +118,7 @@ async def open_checkpointer(path: str | Path) -> AsyncSqliteSaver:
     """
     path = str(path)
     if path != ":memory:":
-        p = Path(path)
-        if p.is_dir():
-            raise SessionStoreError(f"the sessions database {path} is a directory, not a file")
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise SessionStoreError(f"cannot create the folder of the sessions database {path}: {e}") from None
+        _prepare(Path(path))
     try:
         try:
             conn = await _connect_checked(path)
@@ -145,7 +153,7 @@ async def close_checkpointer(saver: AsyncSqliteSaver) -> None:
     except (sqlite3.Error, ValueError):  # already closed, or busy: nothing to judge
         pass
     await conn.close()
-    if problem != "ok" and path and Path(path).exists():
+    if problem != "ok" and path and _exists(path):
         moved = quarantine(path)
         log.error("the sessions database %s failed its check at shutdown (%s); moved it to %s",
                   path, problem, moved)

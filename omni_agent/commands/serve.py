@@ -41,7 +41,7 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
     extra_routers = [
         files.files_router(settings),
         realtime_router(settings, engine, tts, responder),
-        artifacts_router(responder.artifacts),  # GET /v1/artifacts/{id}
+        artifacts_router(responder.artifacts, settings),  # GET /v1/artifacts/{id}, owner only
     ]
     # create_app closes the responder (its session database) on shutdown
     return create_app(settings, engine, extra_routers=extra_routers, file_resolver=files.resolve_file,

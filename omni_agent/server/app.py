@@ -4,7 +4,13 @@
 parts (realtime websocket, files) arrive as ``APIRouter``s through ``extra_routers`` (see
 ``omni_agent/commands/serve.py``). Chat completions are answered by the responder (the agent graph,
 :mod:`omni_agent.server.chat`); only ``response_format`` requests go to the engine directly (``_chat``).
-The app starts the engine loop on startup and stops it (and closes the responder) on shutdown.
+The app starts the engine loop and opens the responder's sessions database on startup (before the
+first request is accepted) and stops both on shutdown.
+
+Safe defaults: every ``/v1`` route authenticates (:mod:`omni_agent.server.auth`; the principal it
+finds owns the sessions, files and artifacts made under it); bodies past ``server.max_request_bytes``
+(``max_upload_bytes`` for ``/v1/files``) get 413 before they are read; CORS is off unless
+``server.allowed_origins`` names origins; keys never reach the access log.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omni_agent.engine.request import EngineError, GenerationOutput, GenerationRequest
-from omni_agent.server.auth import api_key_dependency
+from omni_agent.server.auth import auth_dependency, install_log_redaction
 from omni_agent.server.chat import agent_chat
 from omni_agent.server.convert import (
     FileResolver,
@@ -44,6 +50,7 @@ from omni_agent.server.errors import (
     unhandled_error_handler,
     validation_error_handler,
 )
+from omni_agent.server.limits import BodySizeLimit
 from omni_agent.server.schemas import ChatCompletionRequest
 from vision.video import media_token_budget
 
@@ -90,8 +97,13 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
     app.state.settings = settings
     app.state.file_resolver = file_resolver
     app.state.responder = responder
-    app.add_middleware(CORSMiddleware, allow_origins=settings.server.allowed_origins or ["*"],
-                       allow_methods=["*"], allow_headers=["*"])
+    srv = settings.server
+    if srv.allowed_origins:  # closed by default: a web page elsewhere cannot read this server's answers
+        app.add_middleware(CORSMiddleware, allow_origins=srv.allowed_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    app.add_middleware(BodySizeLimit, max_bytes=srv.max_request_bytes,
+                       per_path={"/v1/files": srv.max_upload_bytes})
+    install_log_redaction()
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
@@ -109,7 +121,7 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(api_key_dependency(settings.server.api_key))])
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(auth_dependency(settings))])
 
     @v1.get("/models")
     async def models() -> dict[str, Any]:

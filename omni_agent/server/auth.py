@@ -1,24 +1,188 @@
-"""Bearer API-key check shared by every HTTP route (``settings.server.api_key``)."""
+"""Authentication, principals, failed-auth throttling and key redaction for every route.
+
+- :class:`Authenticator` maps a bearer key (``Authorization: Bearer <key>``; on websockets also the
+  ``openai-insecure-api-key.<key>`` subprotocol browsers must use) to a principal name (see
+  :mod:`omni_agent.principal`): ``server.api_keys`` gives each key a name, ``server.api_key`` is
+  ``"default"``, and a server without keys serves everyone as ``"local"``. Keys are compared in
+  constant time; keys in a query string are never accepted.
+- Failed attempts are throttled per client address (:class:`FailureThrottle`): after
+  ``FREE_FAILURES`` within ``FAILURE_WINDOW_S`` the client gets 429 with ``Retry-After`` until the
+  window has passed, so guessing keys runs at a few attempts a minute, not hundreds a second.
+- :func:`principal_of` is what routes (HTTP and websocket) call: it authenticates once per
+  connection, caches the principal on ``conn.state`` and sets it as the current principal.
+- :func:`install_log_redaction` keeps keys out of uvicorn's access and error logs.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
-from fastapi import Request
+from starlette.requests import HTTPConnection
 
+from omni_agent.principal import DEFAULT_PRINCIPAL, LOCAL_PRINCIPAL, set_principal
 from omni_agent.server.errors import APIError
 
+KEY_SUBPROTOCOL = "openai-insecure-api-key."  # how OpenAI's browser clients send a key on a websocket
+FREE_FAILURES = 10  # a user mistyping a key a few times is never slowed
+FAILURE_WINDOW_S = 60.0
+MAX_TRACKED_CLIENTS = 10_000  # bounded memory under a spray from many addresses (oldest forgotten)
 
-def api_key_dependency(api_key: str | None) -> Callable[[Request], None]:
-    """A FastAPI dependency that rejects requests without ``Authorization: Bearer <api_key>``.
 
-    With ``api_key`` None every request passes. Websocket routes can call
-    :func:`check_authorization` on the handshake headers themselves.
+class FailureThrottle:
+    """Counts failed authentications per client address within a sliding window. Thread-safe."""
+
+    def __init__(self, free: int = FREE_FAILURES, window_s: float = FAILURE_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.free, self.window_s, self.clock = free, window_s, clock
+        self._fails: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, client: str) -> float:
+        """Seconds ``client`` must wait before its next attempt counts (0: go ahead)."""
+        with self._lock:
+            times = self._recent(client)
+            if len(times) < self.free:
+                return 0.0
+            return max(0.0, times[-self.free] + self.window_s - self.clock())
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            self._recent(client).append(self.clock())
+            self._fails.move_to_end(client)
+            while len(self._fails) > MAX_TRACKED_CLIENTS:
+                self._fails.popitem(last=False)
+
+    def _recent(self, client: str) -> list[float]:
+        now = self.clock()
+        times = [t for t in self._fails.get(client, []) if now - t < self.window_s]
+        self._fails[client] = times
+        return times
+
+
+class Authenticator:
+    """Bearer key -> principal name.
+
+    Args:
+        api_key: the single key of ``server.api_key`` (principal ``"default"``).
+        api_keys: ``{principal name: key}`` from ``server.api_keys``.
     """
 
-    def check(request: Request) -> None:
-        check_authorization(api_key, request.headers.get("authorization"))
+    def __init__(self, api_key: str | None = None, api_keys: dict[str, str] | None = None,
+                 throttle: FailureThrottle | None = None):
+        keys = dict(api_keys or {})
+        if api_key:
+            keys.setdefault(DEFAULT_PRINCIPAL, api_key)
+        # compare digests: equal length, constant time, and no key kept in a plain lookup table
+        self._keys = [(name, hashlib.sha256(k.encode()).digest()) for name, k in keys.items()]
+        self.throttle = throttle or FailureThrottle()
+
+    @property
+    def open(self) -> bool:
+        """True when no key is configured: every client is the ``local`` principal."""
+        return not self._keys
+
+    def principal(self, token: str | None, client: str) -> str:
+        """The principal of ``token`` presented by ``client`` (an address).
+
+        Raises:
+            APIError: 429 while ``client`` is throttled, 401 for a missing or wrong key.
+        """
+        if self.open:
+            return LOCAL_PRINCIPAL
+        wait = self.throttle.retry_after(client)
+        if wait > 0:
+            raise APIError(429, f"too many failed authentication attempts; retry in {math.ceil(wait)} s",
+                           type="rate_limit_error", code="auth_throttled",
+                           headers={"Retry-After": str(math.ceil(wait))})
+        digest = hashlib.sha256((token or "").encode()).digest()
+        found = None
+        for name, key in self._keys:  # every key is compared, so timing does not tell which matched
+            if hmac.compare_digest(digest, key) and token:
+                found = name
+        if found is None:
+            self.throttle.failed(client)
+            raise APIError(401, "invalid or missing API key (send Authorization: Bearer <key>)",
+                           type="invalid_request_error", code="invalid_api_key")
+        return found
+
+
+def bearer_token(conn: HTTPConnection) -> str | None:
+    """The key a connection presents: ``Authorization: Bearer``, or on a websocket the key subprotocol."""
+    scheme, _, token = (conn.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    if conn.scope.get("type") == "websocket":
+        for proto in conn.scope.get("subprotocols") or []:
+            if proto.startswith(KEY_SUBPROTOCOL):
+                return proto[len(KEY_SUBPROTOCOL):]
+    return None
+
+
+_AUTHENTICATORS: dict[int, tuple[Any, Authenticator]] = {}
+_AUTH_LOCK = threading.Lock()
+
+
+def authenticator_for(settings: Any) -> Authenticator:
+    """The one authenticator of a settings object (HTTP routes and websockets share its throttle)."""
+    with _AUTH_LOCK:
+        entry = _AUTHENTICATORS.get(id(settings))
+        if entry is None or entry[0] is not settings:
+            server = getattr(settings, "server", None)
+            auth = Authenticator(getattr(server, "api_key", None), getattr(server, "api_keys", None))
+            entry = _AUTHENTICATORS[id(settings)] = (settings, auth)
+        return entry[1]
+
+
+def principal_of(conn: HTTPConnection, settings: Any = None) -> str:
+    """Authenticate ``conn`` (a ``Request`` or ``WebSocket``) and return its principal.
+
+    The result is cached on ``conn.state.principal`` and set as the current principal (see
+    :func:`omni_agent.principal.current_principal`). ``settings`` defaults to ``conn.app.state.settings``.
+
+    Raises:
+        APIError: 401 (missing/wrong key) or 429 (throttled after repeated failures).
+    """
+    cached = getattr(conn.state, "principal", None)
+    if cached is not None:
+        set_principal(cached)
+        return cached
+    if settings is None:
+        settings = conn.app.state.settings
+    client = conn.client.host if conn.client is not None else "unknown"
+    principal = authenticator_for(settings).principal(bearer_token(conn), client)
+    conn.state.principal = principal
+    set_principal(principal)
+    return principal
+
+
+def auth_dependency(settings: Any) -> Callable[..., Any]:
+    """A FastAPI dependency that authenticates every request of a router (async: the principal it
+    sets stays visible to the route, which runs in the same task)."""
+
+    async def check(request: HTTPConnection) -> str:
+        return principal_of(request, settings)
+
+    return check
+
+
+def api_key_dependency(api_key: str | None) -> Callable[..., Any]:
+    """A dependency for one key (principal ``default``); kept for callers that only have the key."""
+    auth = Authenticator(api_key)
+
+    async def check(request: HTTPConnection) -> str:
+        client = request.client.host if request.client is not None else "unknown"
+        principal = auth.principal(bearer_token(request), client)
+        set_principal(principal)
+        return principal
 
     return check
 
@@ -31,3 +195,41 @@ def check_authorization(api_key: str | None, header: str | None) -> None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
         raise APIError(401, "invalid or missing API key (send Authorization: Bearer <key>)",
                        type="invalid_request_error", code="invalid_api_key")
+
+
+# --- keys out of the logs ------------------------------------------------------------------------
+_QUERY_SECRET = re.compile(r"([?&](?:api[_-]?key|key|token|access[_-]?token|auth|authorization|secret|password)=)"
+                           r"[^&\s\"']*", re.IGNORECASE)
+_BEARER = re.compile(r"(bearer\s+)[^\s\"',]+", re.IGNORECASE)
+_SUBPROTO = re.compile(r"(openai-insecure-api-key\.)[^\s\"',]+", re.IGNORECASE)
+REDACTED = "[REDACTED]"
+
+
+def redact(text: str) -> str:
+    """``text`` with query-string secrets, bearer tokens and key subprotocols replaced."""
+    for pattern in (_QUERY_SECRET, _BEARER, _SUBPROTO):
+        text = pattern.sub(r"\1" + REDACTED, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message and string arguments through :func:`redact`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        return True
+
+
+def install_log_redaction(names: tuple[str, ...] = ("uvicorn.access", "uvicorn.error", "uvicorn",
+                                                      "omni_agent")) -> None:
+    """Add the redacting filter to these loggers (idempotent). uvicorn's access log writes the full
+    path, query string included, so a key sent as ``?api_key=`` would otherwise land on disk."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())

@@ -5,9 +5,9 @@
   :mod:`omni_agent.principal`): ``server.api_keys`` gives each key a name, ``server.api_key`` is
   ``"default"``, and a server without keys serves everyone as ``"local"``. Keys are compared in
   constant time; keys in a query string are never accepted.
-- Failed attempts are throttled per client address (:class:`FailureThrottle`): after
-  ``FREE_FAILURES`` within ``FAILURE_WINDOW_S`` the client gets 429 with ``Retry-After`` until the
-  window has passed, so guessing keys runs at a few attempts a minute, not hundreds a second.
+- Failed attempts are throttled per client address (:class:`omni_agent.throttle.FailureThrottle`):
+  after ``FREE_FAILURES`` within ``FAILURE_WINDOW_S`` the client gets 429 with ``Retry-After`` until
+  the window has passed, so guessing keys runs at a few attempts a minute, not hundreds a second.
 - :func:`principal_of` is what routes (HTTP and websocket) call: it authenticates once per
   connection, caches the principal on ``conn.state`` and sets it as the current principal.
 - :func:`install_log_redaction` keeps keys out of uvicorn's access and error logs.
@@ -21,8 +21,6 @@ import logging
 import math
 import re
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -30,42 +28,9 @@ from starlette.requests import HTTPConnection
 
 from omni_agent.principal import DEFAULT_PRINCIPAL, LOCAL_PRINCIPAL, set_principal
 from omni_agent.server.errors import APIError
+from omni_agent.throttle import FailureThrottle
 
 KEY_SUBPROTOCOL = "openai-insecure-api-key."  # how OpenAI's browser clients send a key on a websocket
-FREE_FAILURES = 10  # a user mistyping a key a few times is never slowed
-FAILURE_WINDOW_S = 60.0
-MAX_TRACKED_CLIENTS = 10_000  # bounded memory under a spray from many addresses (oldest forgotten)
-
-
-class FailureThrottle:
-    """Counts failed authentications per client address within a sliding window. Thread-safe."""
-
-    def __init__(self, free: int = FREE_FAILURES, window_s: float = FAILURE_WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic):
-        self.free, self.window_s, self.clock = free, window_s, clock
-        self._fails: OrderedDict[str, list[float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def retry_after(self, client: str) -> float:
-        """Seconds ``client`` must wait before its next attempt counts (0: go ahead)."""
-        with self._lock:
-            times = self._recent(client)
-            if len(times) < self.free:
-                return 0.0
-            return max(0.0, times[-self.free] + self.window_s - self.clock())
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            self._recent(client).append(self.clock())
-            self._fails.move_to_end(client)
-            while len(self._fails) > MAX_TRACKED_CLIENTS:
-                self._fails.popitem(last=False)
-
-    def _recent(self, client: str) -> list[float]:
-        now = self.clock()
-        times = [t for t in self._fails.get(client, []) if now - t < self.window_s]
-        self._fails[client] = times
-        return times
 
 
 class Authenticator:

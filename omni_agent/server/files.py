@@ -215,17 +215,15 @@ def decode_image_data_url(url: str) -> Any:
     Raises:
         VideoError: not a base64 image data URL, or undecodable image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from omni_agent.server.convert import decode_image
 
     head, sep, payload = url.partition(",")
     if not url.startswith("data:image/") or not sep or ";base64" not in head:
         raise VideoError("camera frame must be a data:image/...;base64,... URL")
     try:
-        img = Image.open(__import__("io").BytesIO(base64.b64decode(payload, validate=True)))
-        img.load()
-    except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as e:
+        return decode_image(base64.b64decode(payload, validate=True))  # refuses decompression bombs
+    except (binascii.Error, ValueError) as e:
         raise VideoError(f"could not decode camera frame: {e}") from None
-    return img.convert("RGB")
 
 
 def _looks_like_video(filename: str, content_type: str | None) -> bool:

@@ -36,6 +36,7 @@ from omni_agent.server.auth import auth_dependency, install_log_redaction
 from omni_agent.server.chat import agent_chat
 from omni_agent.server.convert import (
     FileResolver,
+    check_text_fits,
     parse_tool_call,
     sampling_params,
     to_messages,
@@ -130,6 +131,9 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
 
     @v1.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        limit = min(engine.max_model_len, engine.cache.capacity_tokens)
+        # tokenizing is CPU work; a message far over the context is refused after counting the limit only
+        await asyncio.to_thread(check_text_fits, body, engine.processor.tokenizer, limit)
         if body.response_format is not None:  # a whole answer under a JSON schema: the engine directly
             return await _chat(body, request, settings, engine, app.state.file_resolver)
         return await agent_chat(body, request, settings, engine, app.state.file_resolver, app.state.responder)

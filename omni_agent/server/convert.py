@@ -29,6 +29,7 @@ from omni_agent.server.schemas import (
 )
 
 AUDIO_RATE = 16000  # the audio encoder's input rate
+TEXT_CHUNK_CHARS = 16_384  # text is counted in pieces this long, so counting stops soon after the limit
 MAX_IMAGE_PIXELS = 50_000_000  # a 50 MP photo decodes to 150 MB of RGB; the model sees <= 0.8 MP anyway
 FileResolver = Callable[[str], bytes]
 """Returns the bytes of an uploaded file by id (``file-...``); raises ``KeyError`` when unknown."""
@@ -135,6 +136,31 @@ def _content(msg: Message, i: int, resolve_file: FileResolver | None,
         else:
             parts.extend(_video(part, param, resolve_file, video_budget))
     return parts
+
+
+def check_text_fits(req: ChatCompletionRequest, tokenizer: Any, max_tokens: int) -> None:
+    """Refuse text that cannot fit in ``max_tokens`` without tokenizing all of it.
+
+    Tokenizing a 12 MiB message whole takes 40 s and 2 GB only to be refused as too long; counting in
+    ``TEXT_CHUNK_CHARS`` pieces stops at the limit. A piece boundary can split one token in two, so
+    each piece counts one token less than it has: the count never exceeds the real one. Text of at
+    most ``max_tokens`` bytes is not counted at all (a byte-level BPE token holds at least one byte).
+
+    Raises:
+        APIError: 400 ``context_length_exceeded``.
+    """
+    texts = [t for msg in req.messages for t in ([msg.content] if isinstance(msg.content, str) else
+                                                  [p.text for p in msg.content or [] if isinstance(p, TextPart)])]
+    if sum(len(t) for t in texts) * 4 <= max_tokens:  # at most 4 UTF-8 bytes per character
+        return
+    total = 0
+    for text in texts:
+        for i in range(0, len(text), TEXT_CHUNK_CHARS):
+            piece = tokenizer.encode(text[i:i + TEXT_CHUNK_CHARS], add_special_tokens=False)
+            total += max(0, len(piece.ids) - 1)
+            if total > max_tokens:
+                raise APIError(400, f"the messages hold more than {max_tokens} tokens of text; this model "
+                                    f"fits at most {max_tokens}", param="messages", code="context_length_exceeded")
 
 
 def tools_system_text(tools: list[Tool]) -> str:

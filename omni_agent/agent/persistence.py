@@ -12,12 +12,15 @@ Opening is defensive, because a broken file must never be served or written back
   database takes its place; the old one is kept for inspection, never reopened;
 - a path that cannot hold a database (a directory, a read-only file or folder) raises
   :class:`SessionStoreError` naming the path and the reason;
-- closing runs ``PRAGMA quick_check`` first: a file that went bad while serving is moved aside
-  after the connection closes, so the next start never serves it again.
+- closing runs ``PRAGMA quick_check`` first (on a fresh connection, past the serving one's page
+  cache): a file that went bad while serving is moved aside after the connection closes, so the
+  next start never serves it again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -141,22 +144,35 @@ async def open_checkpointer(path: str | Path) -> AsyncSqliteSaver:
 
 
 async def close_checkpointer(saver: AsyncSqliteSaver) -> None:
-    """Close the database; a file that went corrupt while serving is moved aside after closing."""
+    """Close the database; a file that went corrupt while serving is moved aside after closing.
+
+    The check runs on a fresh connection: the serving one answers from its page cache and would
+    call a file whose pages were damaged underneath it sound.
+    """
     conn = saver.conn
-    path, problem = "", "ok"
-    try:
+    path = ""
+    with contextlib.suppress(sqlite3.Error, ValueError):  # already closed: nothing to judge
         async with conn.execute("PRAGMA database_list") as cur:
             path = next((r[2] for r in await cur.fetchall() if r[1] == "main"), "") or ""  # "" for :memory:
-        problem = await _integrity(conn, "quick_check")
-    except sqlite3.DatabaseError as e:
-        problem = str(e)
-    except (sqlite3.Error, ValueError):  # already closed, or busy: nothing to judge
-        pass
+    problem = await asyncio.to_thread(_fresh_check, path) if path else "ok"
     await conn.close()
-    if problem != "ok" and path and _exists(path):
+    if problem != "ok" and _exists(path):
         moved = quarantine(path)
         log.error("the sessions database %s failed its check at shutdown (%s); moved it to %s",
                   path, problem, moved)
+
+
+def _fresh_check(path: str) -> str:
+    """``PRAGMA quick_check`` of ``path`` through a new connection (``"ok"`` or the problem)."""
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        return str(e) if is_corruption(e) else "ok"  # busy or locked says nothing about the file
+    return "ok" if [r[0] for r in rows] == ["ok"] else "; ".join(str(r[0]) for r in rows[:3])
 
 
 def thread_config(session_id: str, *, recursion_limit: int = 100) -> dict:

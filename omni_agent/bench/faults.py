@@ -156,7 +156,7 @@ def http_probes(base_url: str, key: str, other: dict[str, str], body_limit: int)
         Probe("image_remote_url", _post(c, key, json=_image_chat("http://example.com/cat.png"))),
         Probe("image_bad_base64", _post(c, key, json=_image_chat("data:image/png;base64,@@@"))),
         Probe("unknown_file_in_chat", _post(c, key, json={"model": "tiny", "messages": [{"role": "user", "content": [
-            {"type": "video", "video": {"url": "file-000000000000000000000000"}}]}]})),
+            {"type": "video", "video": {"url": "file-000000000000000000000000"}}]}]}), (400, 404)),
         Probe("no_key", _get("/v1/models", None), (401, 429)),
         Probe("wrong_key", _get("/v1/models", "sk-wrong-guess"), (401, 429)),
         Probe("artifact_no_key", _get(f"/v1/artifacts/{other['artifact']}", None), (401, 429)),

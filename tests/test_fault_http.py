@@ -21,8 +21,10 @@ from types import SimpleNamespace
 import httpx
 import pytest
 import uvicorn
+from fastapi import WebSocket
 from fastapi.testclient import TestClient
 from PIL import Image
+from starlette.websockets import WebSocketDisconnect
 
 from omni_agent.engine import AsyncEngine
 from omni_agent.principal import acting_as, scoped_session_id
@@ -264,3 +266,22 @@ async def _noop() -> None:
 
 
 STUB = SimpleNamespace(aclose=_noop)  # routes that never reach the responder (auth, CORS, logs)
+
+
+def test_websocket_connections_run_as_their_principal():
+    from omni_agent.principal import current_principal
+
+    app = create_app(settings(), SimpleNamespace(), responder=STUB)
+    seen: list[str | None] = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket):
+        seen.append(current_principal())  # what artifacts, files and sessions made here are owned by
+        await websocket.accept()
+        await websocket.close()
+
+    client = TestClient(app)
+    for kw in ({"headers": auth(ALICE)}, {"subprotocols": ["realtime", "openai-insecure-api-key." + BOB]}, {}):
+        with contextlib.suppress(WebSocketDisconnect), client.websocket_connect("/ws", **kw):
+            pass
+    assert seen == ["alice", "bob", None]

@@ -23,13 +23,19 @@ TOKENS = 6
 
 
 @pytest.fixture(scope="module")
-def thinker() -> Thinker:
-    return Thinker.from_preset("tiny", seed=0)
+def tiny() -> tuple[Thinker, OmniProcessor]:
+    return Thinker.from_preset("tiny", seed=0), OmniProcessor.for_preset("tiny")
 
 
-@pytest.fixture(scope="module")
-def processor() -> OmniProcessor:
-    return OmniProcessor.for_preset("tiny")
+@pytest.fixture
+async def rig(tiny):
+    """(engine, processor, the tokens each healthy prompt gets alone); the cache must end empty."""
+    engine = AsyncEngine(*tiny, kv_cache_mb=8, max_batch_size=16)
+    try:
+        yield engine, tiny[1], await _alone(engine, tiny[1])
+        assert engine.stats()["kv_blocks_used"] == 0
+    finally:
+        await engine.shutdown()
 
 
 @dataclass
@@ -84,66 +90,51 @@ def test_penalty_never_turns_logits_into_inf():
     assert row.tolist() == [2.0, -8.0, 1.0]
 
 
-async def test_underflowing_penalty_fails_only_its_request(thinker, processor):
-    engine = AsyncEngine(thinker, processor, kv_cache_mb=8, max_batch_size=16)
-    try:
-        reference = await _alone(engine, processor)
-        # refused before admission: clear error, nothing runs
-        results, err = await _beside_healthy(engine, processor, SamplingParams(repetition_penalty=1e-300))
-        assert isinstance(err, InvalidRequest) and "repetition_penalty" in str(err)
-        assert results == reference
-        # the same value forced past admission (the issue's crash): the row fails, the batch lives
-        results, err = await _beside_healthy(engine, processor,
-                                             _Unchecked(repetition_penalty=1e-300, temperature=0, max_tokens=TOKENS))
-        assert "repetition_penalty" in str(err)
-        assert results == reference
-        assert engine.stats()["kv_blocks_used"] == 0
-    finally:
-        await engine.shutdown()
+async def test_underflowing_penalty_fails_only_its_request(rig):
+    engine, processor, reference = rig
+    # refused before admission: clear error, nothing runs
+    results, err = await _beside_healthy(engine, processor, SamplingParams(repetition_penalty=1e-300))
+    assert isinstance(err, InvalidRequest) and "repetition_penalty" in str(err)
+    assert results == reference
+    # the same value forced past admission (the issue's crash): the row fails, the batch lives
+    results, err = await _beside_healthy(engine, processor,
+                                         _Unchecked(repetition_penalty=1e-300, temperature=0, max_tokens=TOKENS))
+    assert "repetition_penalty" in str(err)
+    assert results == reference
 
 
-async def test_non_finite_logits_fail_only_their_row(thinker, processor, monkeypatch):
-    engine = AsyncEngine(thinker, processor, kv_cache_mb=8, max_batch_size=16)
-    try:
-        reference = await _alone(engine, processor)
-        real = engine.runner.decode
+async def test_non_finite_logits_fail_only_their_row(rig, monkeypatch):
+    engine, processor, reference = rig
+    real = engine.runner.decode
 
-        def poisoned(states):
-            logits, hidden = real(states)
-            logits = logits.clone()
-            for i, s in enumerate(states):
-                if s.request_id == "bad":
-                    logits[i] = float("nan")
-            return logits, hidden
+    def poisoned(states):
+        logits, hidden = real(states)
+        logits = logits.clone()
+        for i, s in enumerate(states):
+            if s.request_id == "bad":
+                logits[i] = float("nan")
+        return logits, hidden
 
-        monkeypatch.setattr(engine.runner, "decode", poisoned)
-        results, err = await _beside_healthy(engine, processor, SamplingParams(temperature=0, max_tokens=TOKENS))
-        assert "non-finite" in str(err)
-        assert results == reference
-        assert engine.stats()["kv_blocks_used"] == 0
-    finally:
-        await engine.shutdown()
+    monkeypatch.setattr(engine.runner, "decode", poisoned)
+    results, err = await _beside_healthy(engine, processor, SamplingParams(temperature=0, max_tokens=TOKENS))
+    assert "non-finite" in str(err)
+    assert results == reference
 
 
-async def test_a_row_that_breaks_the_batched_forward_is_isolated(thinker, processor, monkeypatch):
-    engine = AsyncEngine(thinker, processor, kv_cache_mb=8, max_batch_size=16)
-    try:
-        reference = await _alone(engine, processor)
-        real = engine.runner.decode
-        calls = {"batched": 0}
+async def test_a_row_that_breaks_the_batched_forward_is_isolated(rig, monkeypatch):
+    engine, processor, reference = rig
+    real = engine.runner.decode
+    calls = {"batched": 0}
 
-        def fragile(states):
-            out = real(states)  # the failure comes after the batch advanced: the retry must undo that
-            if any(s.request_id == "bad" for s in states):
-                calls["batched"] += len(states) > 1
-                raise RuntimeError("simulated kernel error on one row")
-            return out
+    def fragile(states):
+        out = real(states)  # the failure comes after the batch advanced: the retry must undo that
+        if any(s.request_id == "bad" for s in states):
+            calls["batched"] += len(states) > 1
+            raise RuntimeError("simulated kernel error on one row")
+        return out
 
-        monkeypatch.setattr(engine.runner, "decode", fragile)
-        results, err = await _beside_healthy(engine, processor, SamplingParams(temperature=0, max_tokens=TOKENS))
-        assert "simulated kernel error" in str(err)
-        assert calls["batched"] >= 1  # it really shared a batch with healthy rows
-        assert results == reference
-        assert engine.stats()["kv_blocks_used"] == 0
-    finally:
-        await engine.shutdown()
+    monkeypatch.setattr(engine.runner, "decode", fragile)
+    results, err = await _beside_healthy(engine, processor, SamplingParams(temperature=0, max_tokens=TOKENS))
+    assert "simulated kernel error" in str(err)
+    assert calls["batched"] >= 1  # it really shared a batch with healthy rows
+    assert results == reference

@@ -8,13 +8,9 @@ complete, and the process memory must stay within ``RSS_BOUND_MB`` of where it s
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
-import socket
-import struct
 import threading
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
@@ -23,9 +19,9 @@ import pytest
 import uvicorn
 from fastapi import WebSocket
 from fastapi.testclient import TestClient
-from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
+from omni_agent.bench.faults import bomb_png, chunked_post
 from omni_agent.engine import AsyncEngine
 from omni_agent.principal import acting_as, scoped_session_id
 from omni_agent.server.app import create_app
@@ -113,7 +109,7 @@ def test_oversized_bodies_are_refused_at_once_with_bounded_memory(live):
         assert_error(r, 413, "request_too_large")
         assert time.perf_counter() - t0 < 2
         # no Content-Length (chunked): counted as it arrives, refused the moment it passes the limit
-        status, body = _chunked_post(live.url, "/v1/chat/completions", 3 * LIMIT)
+        status, body = chunked_post(live.url, "/v1/chat/completions", ALICE, 3 * LIMIT)
         assert status == 413 and b"request_too_large" in body
         # under the byte limit but far over the context: refused after counting the limit only
         t0 = time.perf_counter()
@@ -124,42 +120,10 @@ def test_oversized_bodies_are_refused_at_once_with_bounded_memory(live):
     assert rss_mb() - before < RSS_BOUND_MB
 
 
-def _chunked_post(url: str, path: str, total: int) -> tuple[int, bytes]:
-    """POST ``total`` bytes with chunked transfer encoding over a raw socket; (status, body)."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {ALICE}\r\n"
-                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
-        chunk = b"x" * 65536
-        with contextlib.suppress(OSError):  # the server may close before we finish: that is the point
-            for _ in range(total // len(chunk)):
-                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        data = b""
-        with contextlib.suppress(OSError):
-            while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 20:
-                got = sock.recv(65536)
-                if not got:
-                    break
-                data += got
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
-
-
-def _bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
-    """A tiny real PNG whose header claims ``width`` x ``height`` pixels."""
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buf, format="PNG")
-    raw = bytearray(buf.getvalue())
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    raw[16:29] = ihdr
-    raw[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return bytes(raw)
-
-
 def test_decompression_bomb_and_bad_sampling_are_400(live):
     import base64
 
-    url = "data:image/png;base64," + base64.b64encode(_bomb_png()).decode()
+    url = "data:image/png;base64," + base64.b64encode(bomb_png()).decode()
     content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "what is it?"}]
     with healthy_beside(live.url):
         r = httpx.post(live.url + "/v1/chat/completions", headers=auth(ALICE), timeout=30,

@@ -35,14 +35,23 @@ class Probe:
     ok: tuple[int, ...] = (400,)
 
 
-def judge(probe: Probe, client: httpx.Client) -> str:
-    """Run ``probe`` and classify the answer: ``clear``, ``unclear``, ``crash`` or ``hang``."""
+def _answer(probe: Probe, client: httpx.Client) -> tuple[int, bytes] | str:
+    """``(status, body)``, or ``hang`` / ``crash`` when no answer came."""
     try:
-        status, body = probe.send(client)
+        return probe.send(client)
     except httpx.TimeoutException:
         return HANG
     except (httpx.TransportError, OSError):
         return CRASH
+
+
+def judge(probe: Probe, client: httpx.Client) -> str:
+    """Run ``probe`` and classify the answer: ``clear``, ``unclear``, ``crash`` or ``hang``."""
+    answer = _answer(probe, client)
+    return answer if isinstance(answer, str) else _classify(probe, *answer)
+
+
+def _classify(probe: Probe, status: int, body: bytes) -> str:
     if status >= 500:
         return CRASH
     try:
@@ -197,18 +206,16 @@ def fuzz_probes(count: int, key: str, seed: int = 0) -> list[Probe]:
 
 def judge_fuzz(probe: Probe, client: httpx.Client) -> str:
     """Like :func:`judge`, but a 200 with a completion body is also clear (the mutation was valid)."""
-    try:
-        status, body = probe.send(client)
-    except httpx.TimeoutException:
-        return HANG
-    except (httpx.TransportError, OSError):
-        return CRASH
+    answer = _answer(probe, client)
+    if isinstance(answer, str):
+        return answer
+    status, body = answer
     if status == 200:
         with contextlib.suppress(ValueError, KeyError, TypeError):
             if json.loads(body)["choices"]:
                 return CLEAR
         return UNCLEAR
-    return judge(Probe(probe.name, lambda _c: (status, body), probe.ok), client)
+    return _classify(probe, status, body)
 
 
 def bridge_probes(url: str, token: str) -> list[tuple[str, Callable[[], str]]]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from omni_agent.agent import persistence, responder
+from omni_agent.agent import persistence
 from omni_agent.agent.responder import AgentResponder
 from omni_agent.engine import AsyncEngine
 from omni_agent.realtime.responder import Conversation, ResponseFinished, ResponseOptions
@@ -85,7 +85,7 @@ async def test_concurrent_first_responses_wait_for_the_one_open(tmp_path, engine
 
 def test_store_is_open_before_the_first_request(tmp_path, engine):
     with serving(tmp_path / "s.sqlite", engine) as (url, app):
-        assert app.state.responder._ready  # opened by the lifespan, before any request
+        assert app.state.responder.store.ready  # opened by the lifespan, before any request
         with ThreadPoolExecutor(10) as pool:
             codes = [r.status_code for r in pool.map(lambda i: chat(url, f"q{i}", user=f"u{i}"), range(10))]
         assert codes == [200] * 10
@@ -105,7 +105,7 @@ def test_garbage_file_is_reported_moved_aside_and_replaced(tmp_path, engine, cap
 
 
 def test_unusable_path_fails_loudly_and_is_retried(tmp_path, engine, monkeypatch):
-    monkeypatch.setattr(responder, "STORE_RETRY_S", 0.2)
+    monkeypatch.setattr(persistence, "STORE_RETRY_S", 0.2)
     db = tmp_path / "s.sqlite"
     db.mkdir()  # a directory where the file should be
     with serving(db, engine) as (url, _):

@@ -25,7 +25,9 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -33,6 +35,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000  # another process holding the write lock longer than this is an outage, not a wait
+STORE_RETRY_S = 2.0  # a failed sessions database is reopened at most this often (each try touches the disk)
 _SIDECARS = ("-wal", "-shm", "-journal")
 
 
@@ -173,6 +176,72 @@ def _fresh_check(path: str) -> str:
     except sqlite3.DatabaseError as e:
         return str(e) if is_corruption(e) else "ok"  # busy or locked says nothing about the file
     return "ok" if [r[0] for r in rows] == ["ok"] else "; ".join(str(r[0]) for r in rows[:3])
+
+
+class SessionStore:
+    """The sessions database as a service for the server: opened once (concurrent callers wait for
+    that one open), retried at most every ``STORE_RETRY_S`` while it fails, and taken out of service
+    when it turns out corrupt (the next :meth:`ensure` reopens it: moved aside, fresh file).
+
+    Args:
+        path: the SQLite file.
+        on_open: called with each newly opened saver (the responder builds its graph on it).
+    """
+
+    def __init__(self, path: str | Path, on_open: Callable[[AsyncSqliteSaver], None]):
+        self.path, self._on_open = str(path), on_open
+        self.saver: AsyncSqliteSaver | None = None
+        self.ready = False
+        self.error: str | None = None
+        self._last_try = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def ensure(self, *, force: bool = False) -> None:
+        """Open the database unless it is open; ``SessionStoreError`` while it cannot be."""
+        if self.ready:
+            return
+        async with self._lock:  # concurrent first requests wait for the one open, never skip it
+            if self.ready:
+                return
+            now = time.monotonic()
+            if self.error is not None and not force and now - self._last_try < STORE_RETRY_S:
+                raise SessionStoreError(self.error)
+            self._last_try = now
+            try:
+                await self.close()  # a reopen after a failure: the old connection goes first
+                saver = await open_checkpointer(self.path)
+                self._on_open(saver)
+            except SessionStoreError as e:
+                self.error = str(e)
+            except Exception as e:  # noqa: BLE001 - any open failure is reported, not half-opened
+                self.error = describe(e, self.path)
+            else:
+                self.saver, self.ready, self.error = saver, True, None
+                return
+            log.error("sessions database unavailable: %s (retried on the next response)", self.error)
+            raise SessionStoreError(self.error)
+
+    async def health(self) -> dict[str, Any]:
+        """``{"ok", "path", "error"}``; a failed store is retried here too (throttled)."""
+        if not self.ready:
+            with contextlib.suppress(SessionStoreError):
+                await self.ensure()
+        return {"ok": self.ready, "path": self.path, "error": self.error}
+
+    def failed(self, error: BaseException) -> str:
+        """A database error while serving: its one-line description; corruption also takes the store
+        out of service until the next :meth:`ensure`."""
+        message = describe(error, self.path)
+        if is_corruption(error) and self.ready:
+            log.error("%s: closing it; a new database is opened on the next response", message)
+            self.ready, self.error, self._last_try = False, message, float("-inf")
+        return message
+
+    async def close(self) -> None:
+        saver, self.saver, self.ready = self.saver, None, False
+        if saver is not None:
+            with contextlib.suppress(Exception):
+                await close_checkpointer(saver)
 
 
 def thread_config(session_id: str, *, recursion_limit: int = 100) -> dict:

@@ -19,7 +19,7 @@ It implements the realtime ``Responder`` protocol (``respond(conversation, optio
 
 The sessions database is opened by :meth:`AgentResponder.start` (the server's start-up, before the
 first request is accepted); :meth:`health` reports it. A store that failed to open is retried by the
-next response (at most every ``STORE_RETRY_S``) and every response meanwhile fails at once with a
+next response (see :class:`~omni_agent.agent.persistence.SessionStore`) and every response meanwhile fails at once with a
 ``SessionStoreError`` reason (HTTP 503). A database that turns out corrupt while serving is closed
 (and moved aside, see :mod:`omni_agent.agent.persistence`) and a fresh one is opened on the next try.
 """
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import sqlite3
 import time
 import uuid
@@ -42,7 +41,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemM
 from omni_agent.agent.artifacts import ArtifactStore
 from omni_agent.agent.graph import RunContext, build_graph
 from omni_agent.agent.media import remember_clip, store_audio, user_parts
-from omni_agent.agent.persistence import SessionStoreError, describe, is_corruption
+from omni_agent.agent.persistence import SessionStore, SessionStoreError, describe
 from omni_agent.agent.runner import AgentRunner
 from omni_agent.agent.tools import Tool, client_tools
 from omni_agent.realtime.responder import (
@@ -60,9 +59,6 @@ from omni_agent.realtime.responder import (
     Usage,
 )
 
-log = logging.getLogger(__name__)
-
-STORE_RETRY_S = 2.0  # a failed sessions database is reopened at most this often (each try touches the disk)
 _YES = {"yes", "y", "ok", "okay", "approve", "approved", "confirm", "confirmed", "true", "allow", "go ahead"}
 MOVED_ON = "the user said something else instead of answering"
 
@@ -133,13 +129,7 @@ class AgentResponder:
         self.runner = runner
         self.artifacts = artifacts
         self.instructions = instructions
-        self._closers: list[Any] = []
-        self._opener: Any = None  # opens (or reopens) the sessions database and builds the graph on it
-        self._open_lock = asyncio.Lock()
-        self._ready = True  # a responder built around a runner has its store already
-        self._store_path = ""
-        self._store_error: str | None = None
-        self._last_try = float("-inf")
+        self.store: SessionStore | None = None  # None: the runner's graph came with its checkpointer
 
     # --- construction ---------------------------------------------------------------------------
 
@@ -148,7 +138,8 @@ class AgentResponder:
               image_tools: bool = True, artifacts: ArtifactStore | None = None) -> AgentResponder:
         """The server's default responder, built synchronously (for ``build_app``).
 
-        The SQLite checkpointer is opened on the first response, inside the serving event loop.
+        The SQLite checkpointer is opened by :meth:`start` (the server's start-up) or else by the first
+        response, inside the serving event loop.
 
         Args:
             settings: The runtime ``Settings`` (``agent.max_steps``, ``agent.checkpoint_db``, ...).
@@ -160,7 +151,6 @@ class AgentResponder:
         """
         from omni_agent.agent.engine_model import EngineChatModel
         from omni_agent.agent.image_tools import ImageTools
-        from omni_agent.agent.persistence import close_checkpointer, open_checkpointer
 
         a = settings.agent
         db = Path(a.checkpoint_db)
@@ -171,15 +161,12 @@ class AgentResponder:
         model = EngineChatModel(engine, artifacts=artifacts, max_tokens=settings.engine.default_max_tokens)
         self = cls(None, artifacts)  # type: ignore[arg-type]
 
-        async def open_() -> None:
-            await self._close_store()  # a reopen after a failure: the old connection goes first
-            saver = await open_checkpointer(db)
+        def on_open(saver: Any) -> None:  # each (re)open of the database gets a graph on it
             graph = build_graph(model, all_tools, saver, max_steps=a.max_steps, tool_timeout_s=a.tool_timeout_s,
                                 tts=tts, artifacts=artifacts)
             self.runner = AgentRunner(graph, max_steps=a.max_steps)
-            self._closers.append(lambda: close_checkpointer(saver))
 
-        self._opener, self._ready, self._store_path = open_, False, str(db)
+        self.store = SessionStore(db, on_open)
         return self
 
     @classmethod
@@ -192,59 +179,27 @@ class AgentResponder:
     async def start(self) -> None:
         """Open the sessions database now (server start-up). A failure is logged and shown by
         :meth:`health`, and retried by later responses; it does not stop the server."""
-        try:
-            await self._ensure(force=True)
-        except SessionStoreError:
-            pass  # already logged; /health says so and every response gets a clear 503
+        if self.store is not None:
+            with contextlib.suppress(SessionStoreError):
+                await self.store.ensure(force=True)
 
     async def health(self) -> dict[str, Any]:
-        """``{"ok", "path", "error"}`` of the sessions database; a failed one is retried (throttled)."""
-        if not self._ready:
-            with contextlib.suppress(SessionStoreError):
-                await self._ensure()
-        return {"ok": self._ready, "path": self._store_path or None, "error": self._store_error}
+        """``{"ok", "path", "error"}`` of the sessions database."""
+        if self.store is None:
+            return {"ok": True, "path": None, "error": None}
+        return await self.store.health()
 
-    async def _ensure(self, *, force: bool = False) -> None:
-        """Make sure the sessions database is open (the graph needs it), or raise ``SessionStoreError``."""
-        if self._ready:
-            return
-        async with self._open_lock:  # concurrent first requests wait for the one open, never skip it
-            if self._ready:
-                return
-            now = time.monotonic()
-            if self._store_error is not None and not force and now - self._last_try < STORE_RETRY_S:
-                raise SessionStoreError(self._store_error)
-            self._last_try = now
-            try:
-                await self._opener()
-            except SessionStoreError as e:
-                self._store_error = str(e)
-            except Exception as e:  # noqa: BLE001 - any open failure is reported, not half-opened
-                self._store_error = describe(e, self._store_path)
-            else:
-                self._ready, self._store_error = True, None
-                return
-            log.error("sessions database unavailable: %s (retried on the next response)", self._store_error)
-            raise SessionStoreError(self._store_error)
+    async def _ensure(self) -> None:
+        if self.store is not None:
+            await self.store.ensure()
 
     def _store_failed(self, error: BaseException) -> str:
-        """A database error during a response: its one-line description; corruption also takes the
-        store out of service (closed, moved aside, reopened fresh by the next response)."""
-        message = describe(error, self._store_path)
-        if is_corruption(error) and self._opener is not None and self._ready:
-            log.error("%s: closing it; a new database is opened on the next response", message)
-            self._ready, self._store_error, self._last_try = False, message, float("-inf")
-        return message
-
-    async def _close_store(self) -> None:
-        for close in self._closers:
-            with contextlib.suppress(Exception):
-                await close()
-        self._closers.clear()
+        return self.store.failed(error) if self.store is not None else describe(error, "sessions database")
 
     async def aclose(self) -> None:
         """Close the checkpoint database (server shutdown)."""
-        await self._close_store()
+        if self.store is not None:
+            await self.store.close()
 
     # --- conversation -> new messages -----------------------------------------------------------
 

@@ -37,7 +37,7 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
 
     engine = AsyncEngine.from_settings(settings)
     tts = StreamingTTS.build(settings, seed=settings.model.seed)
-    responder = AgentResponder.build(settings, engine, tts)  # the SQLite file opens on the first response
+    responder = AgentResponder.build(settings, engine, tts)  # the SQLite file opens at start-up (lifespan)
     extra_routers = [
         files.files_router(settings),
         realtime_router(settings, engine, tts, responder),

@@ -164,29 +164,6 @@ def auth_dependency(settings: Any) -> Callable[..., Any]:
     return check
 
 
-def api_key_dependency(api_key: str | None) -> Callable[..., Any]:
-    """A dependency for one key (principal ``default``); kept for callers that only have the key."""
-    auth = Authenticator(api_key)
-
-    async def check(request: HTTPConnection) -> str:
-        client = request.client.host if request.client is not None else "unknown"
-        principal = auth.principal(bearer_token(request), client)
-        set_principal(principal)
-        return principal
-
-    return check
-
-
-def check_authorization(api_key: str | None, header: str | None) -> None:
-    """Raise a 401 ``APIError`` unless ``header`` carries the key (constant-time compare)."""
-    if api_key is None:
-        return
-    scheme, _, token = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-        raise APIError(401, "invalid or missing API key (send Authorization: Bearer <key>)",
-                       type="invalid_request_error", code="invalid_api_key")
-
-
 # --- keys out of the logs ------------------------------------------------------------------------
 _QUERY_SECRET = re.compile(r"([?&](?:api[_-]?key|key|token|access[_-]?token|auth|authorization|secret|password)=)"
                            r"[^&\s\"']*", re.IGNORECASE)

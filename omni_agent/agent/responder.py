@@ -154,7 +154,9 @@ class AgentResponder:
 
         a = settings.agent
         db = Path(a.checkpoint_db)
-        artifacts = artifacts or ArtifactStore(db.parent / (db.stem + "-artifacts"))
+        # an in-memory database keeps its artifacts in memory too (never a ":memory:-artifacts" folder)
+        artifacts = artifacts or ArtifactStore(None if a.checkpoint_db == ":memory:" else
+                                               db.parent / (db.stem + "-artifacts"))
         all_tools = list(tools or [])
         if image_tools:
             all_tools += ImageTools.lazy(engine, artifacts, preset=settings.model.preset).tools()

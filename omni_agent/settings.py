@@ -47,9 +47,31 @@ class ServerSettings(_Section):
     port: int = Field(8000, ge=0, le=65535)
     """TCP port for HTTP and the realtime websocket (0 picks a free port)."""
     api_key: str | None = None
-    """When set, every request must carry ``Authorization: Bearer <key>``."""
+    """When set, every request must carry ``Authorization: Bearer <key>`` (principal ``default``)."""
+    api_keys: dict[str, str] = Field(default_factory=dict)
+    """More keys, one per principal: ``{name: key}``. Sessions, files and artifacts belong to the
+    principal whose key made them; names are 1-64 letters, digits, ``_.-``."""
     allowed_origins: list[str] = Field(default_factory=list)
-    """Origin allow-list for browser clients; empty allows any origin."""
+    """Origins whose web pages may call this server from a browser (CORS, websocket ``Origin``);
+    empty (the default) allows none but the server's own page; ``["*"]`` allows any."""
+    max_request_bytes: int = Field(16 * 2**20, ge=1024)
+    """Largest HTTP request body (chat completions with inline media); larger ones get 413 at once."""
+    max_upload_bytes: int = Field(512 * 2**20, ge=1024)
+    """Largest ``POST /v1/files`` body (a video upload)."""
+
+    @field_validator("api_keys")
+    @classmethod
+    def _principal_names(cls, v: dict[str, str]) -> dict[str, str]:
+        from omni_agent.principal import NAME
+
+        for name, key in v.items():
+            if not NAME.match(name):
+                raise ValueError(f"principal name {name!r} must be 1-64 letters, digits or _.-")
+            if len(key) < 8:
+                raise ValueError(f"the key of principal {name!r} is shorter than 8 characters")
+        if len(set(v.values())) != len(v):
+            raise ValueError("two principals share one key")
+        return v
 
 
 class EngineSettings(_Section):

@@ -31,6 +31,7 @@ from omni_agent.realtime.responder import (
     TextDelta,
     ToolProgress,
 )
+from omni_agent.settings import Settings
 
 
 @dataclass
@@ -199,7 +200,7 @@ async def test_artifact_event_and_http_route(saver):
     progress = [e for e in events if isinstance(e, ToolProgress)]
     assert [p.fraction for p in progress] == [0.0, 0.5, 1.0]
     app = FastAPI()
-    app.include_router(artifacts_router(store))
+    app.include_router(artifacts_router(store, Settings()))
     client = TestClient(app)
     got = client.get(art.uri)
     assert got.status_code == 200 and got.headers["content-type"] == "image/png" and got.content[:4] == b"\x89PNG"

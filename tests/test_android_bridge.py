@@ -9,7 +9,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tools.android.bridge import BridgeError, DeviceBridge, WsDevice
-from tools.android.bridge_protocol import CLOSE_BAD_TOKEN, Hello
+from tools.android.bridge_protocol import CLOSE_BAD_TOKEN, answer_challenge
 from tools.android.device import SecretStore
 from tools.android.safety import GuardedDevice
 from tools.android.sim import SimulatedDevice
@@ -80,7 +80,7 @@ def test_device_errors_come_back_as_errors(bridge, sim, dev):
 
 def test_bad_token_is_refused(bridge):
     with connect(bridge.url) as ws:
-        ws.send(Hello(token="wrong", device_id="intruder").model_dump_json())
+        ws.send(answer_challenge(ws.recv(timeout=5), "wrong", "intruder").model_dump_json())
         assert json.loads(ws.recv(timeout=5)) == {"type": "error", "message": "bad token"}
         with pytest.raises(Exception):  # noqa: B017 - the close frame ends the iteration/recv
             ws.recv(timeout=5)
@@ -90,7 +90,7 @@ def test_bad_token_is_refused(bridge):
 
 def test_call_times_out_when_the_phone_is_silent(bridge):
     with connect(bridge.url) as ws:
-        ws.send(Hello(token=TOKEN, device_id="mute").model_dump_json())
+        ws.send(answer_challenge(ws.recv(timeout=5), TOKEN, "mute").model_dump_json())
         assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
         t0 = time.perf_counter()
         with pytest.raises(BridgeError, match="timed out"):

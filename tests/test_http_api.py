@@ -268,13 +268,13 @@ def test_chat_turns_run_through_the_agent_graph(live):
     kw = dict(model="tiny", max_tokens=4, temperature=0)
     first = live.client.chat.completions.create(messages=[{"role": "user", "content": "Remember: blue."}],
                                                 user="sess-http-1", **kw)
-    msgs = on_server(live, live.responder.runner.messages("sess-http-1"))
+    msgs = on_server(live, live.responder.runner.messages("local/sess-http-1"))
     assert [m.type for m in msgs] == ["human", "ai"]  # the graph's checkpoint of a plain turn (think)
     assert msgs[1].content.strip() == first.choices[0].message.content.strip()
     # same session (by header this time): the request carries only the new message, the graph the history
     second = httpx.post(live.url + "/v1/chat/completions", headers={"X-Session-Id": "sess-http-1"}, json={
         **kw, "messages": [{"role": "user", "content": "Which colour?"}]}, timeout=60).json()
-    msgs = on_server(live, live.responder.runner.messages("sess-http-1"))
+    msgs = on_server(live, live.responder.runner.messages("local/sess-http-1"))
     assert [m.type for m in msgs] == ["human", "ai", "human", "ai"]
     assert msgs[0].content == "Remember: blue." and msgs[2].content == "Which colour?"
     alone = live.client.chat.completions.create(messages=[{"role": "user", "content": "Which colour?"}], **kw)
@@ -308,7 +308,7 @@ def test_client_tool_round_trip_in_a_session(live):
     answer = live.client.chat.completions.create(model="tiny", messages=history, tools=tools, tool_choice="none",
                                                  user="sess-tools", max_tokens=4)
     assert answer.choices[0].finish_reason in ("stop", "length") and answer.choices[0].message.content is not None
-    msgs = on_server(live, live.responder.runner.messages("sess-tools"))
+    msgs = on_server(live, live.responder.runner.messages("local/sess-tools"))
     assert [m.type for m in msgs] == ["human", "ai", "tool", "ai"]
     assert msgs[1].tool_calls[0]["id"] == call.id and msgs[2].tool_call_id == call.id
 
@@ -319,7 +319,7 @@ def test_http_media_parts_keep_their_order_and_text(live):
                {"type": "text", "text": "What is in the picture?"}]
     live.client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": content}],
                                         user="sess-media", max_tokens=2)
-    human = on_server(live, live.responder.runner.messages("sess-media"))[0]
+    human = on_server(live, live.responder.runner.messages("local/sess-media"))[0]
     # media by reference in their places; the text next to a recording is still asked
     assert [p["type"] for p in human.content] == ["image", "audio", "text"]
     assert human.content[2]["text"] == "What is in the picture?"

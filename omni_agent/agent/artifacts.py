@@ -2,11 +2,15 @@
 
 The graph state keeps only references (``{"id", "mime", "url"}``); bytes live here, on disk when a
 root folder is given (so they survive restarts like the checkpoints) and in memory otherwise.
-``GET /v1/artifacts/{id}`` serves them (:func:`artifacts_router`).
+``GET /v1/artifacts/{id}`` serves them (:func:`artifacts_router`) behind the server's API-key check,
+and only to the principal that made them: each artifact records the principal of the request it was
+made in (:func:`omni_agent.principal.current_principal`) as its ``owner``; anyone else gets the same
+404 as for an id that does not exist, so ids cannot be probed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from omni_agent.agent.tools import ArtifactRef
+from omni_agent.principal import current_principal, owns
 
 _ID = re.compile(r"^art_[0-9a-f]{24}$")  # ids name files: never let a request pick a path
 _EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "application/json": ".json",
@@ -43,13 +48,17 @@ class ArtifactStore:
     def put(self, data: bytes, mime: str, *, kind: str = "image", meta: dict[str, Any] | None = None) -> ArtifactRef:
         artifact_id = "art_" + uuid.uuid4().hex[:24]
         meta = {"kind": kind, **(meta or {})}
+        owner = current_principal()
+        if owner is not None:
+            meta["owner"] = owner
         if self.root is None:
             with self._lock:
                 self._mem[artifact_id] = (data, mime, meta)
         else:
             (self.root / (artifact_id + _EXT.get(mime, ".bin"))).write_bytes(data)
             (self.root / (artifact_id + ".meta.json")).write_text(json.dumps({"mime": mime, **meta}))
-        return ArtifactRef(id=artifact_id, mime=mime, kind=kind, meta={k: v for k, v in meta.items() if k != "kind"})
+        return ArtifactRef(id=artifact_id, mime=mime, kind=kind,
+                           meta={k: v for k, v in meta.items() if k not in ("kind", "owner")})
 
     def put_image(self, image: Any, *, kind: str = "image", meta: dict[str, Any] | None = None) -> ArtifactRef:
         """Store a PIL image (or HxWx3 uint8 array) as PNG."""
@@ -79,22 +88,30 @@ class ArtifactStore:
         from PIL import Image
 
         got = self.get(artifact_id)
-        if got is None:
+        if got is None or not owns(got[2].get("owner"), current_principal()):
             raise KeyError(f"unknown artifact {artifact_id!r}")
         return Image.open(io.BytesIO(got[0])).convert("RGB")
 
 
-def artifacts_router(store: ArtifactStore) -> Any:
-    """FastAPI router serving ``GET /v1/artifacts/{artifact_id}``."""
-    from fastapi import APIRouter, HTTPException
+def artifacts_router(store: ArtifactStore, settings: Any) -> Any:
+    """FastAPI router serving ``GET /v1/artifacts/{artifact_id}`` to the principal that owns it.
+
+    Args:
+        store: the artifact store.
+        settings: the runtime ``Settings`` (API keys); the route authenticates like every ``/v1`` route.
+    """
+    from fastapi import APIRouter, Depends, HTTPException
     from fastapi.responses import Response
 
-    router = APIRouter()
+    from omni_agent.server.auth import auth_dependency
+
+    router = APIRouter(dependencies=[Depends(auth_dependency(settings))])
 
     @router.get("/v1/artifacts/{artifact_id}")
-    def get_artifact(artifact_id: str) -> Response:
-        got = store.get(artifact_id)
-        if got is None:
+    async def get_artifact(artifact_id: str) -> Response:
+        principal = current_principal()
+        got = await asyncio.to_thread(store.get, artifact_id)  # a disk read: off the event loop
+        if got is None or not owns(got[2].get("owner"), principal):
             raise HTTPException(status_code=404, detail=f"no artifact {artifact_id}")
         data, mime, _meta = got
         return Response(content=data, media_type=mime, headers={"Cache-Control": "private, max-age=86400"})

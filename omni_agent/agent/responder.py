@@ -16,6 +16,12 @@ It implements the realtime ``Responder`` protocol (``respond(conversation, optio
    ``session.update``; the turn then ends and the client answers with ``function_call_output``),
    ``ToolProgress`` for server-side tools (diffusion steps, GUI actions), ``Artifact`` (URL
    ``/v1/artifacts/{id}``), ``ConfirmationRequest``, and a last ``ResponseFinished``.
+
+The sessions database is opened by :meth:`AgentResponder.start` (the server's start-up, before the
+first request is accepted); :meth:`health` reports it. A store that failed to open is retried by the
+next response (see :class:`~omni_agent.agent.persistence.SessionStore`) and every response meanwhile fails at once with a
+``SessionStoreError`` reason (HTTP 503). A database that turns out corrupt while serving is closed
+(and moved aside, see :mod:`omni_agent.agent.persistence`) and a fresh one is opened on the next try.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -34,6 +41,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemM
 from omni_agent.agent.artifacts import ArtifactStore
 from omni_agent.agent.graph import RunContext, build_graph
 from omni_agent.agent.media import remember_clip, store_audio, user_parts
+from omni_agent.agent.persistence import SessionStore, SessionStoreError, describe
 from omni_agent.agent.runner import AgentRunner
 from omni_agent.agent.tools import Tool, client_tools
 from omni_agent.realtime.responder import (
@@ -121,9 +129,7 @@ class AgentResponder:
         self.runner = runner
         self.artifacts = artifacts
         self.instructions = instructions
-        self._closers: list[Any] = []
-        self._opener: Any = None
-        self._open_lock = asyncio.Lock()
+        self.store: SessionStore | None = None  # None: the runner's graph came with its checkpointer
 
     # --- construction ---------------------------------------------------------------------------
 
@@ -132,7 +138,8 @@ class AgentResponder:
               image_tools: bool = True, artifacts: ArtifactStore | None = None) -> AgentResponder:
         """The server's default responder, built synchronously (for ``build_app``).
 
-        The SQLite checkpointer is opened on the first response, inside the serving event loop.
+        The SQLite checkpointer is opened by :meth:`start` (the server's start-up) or else by the first
+        response, inside the serving event loop.
 
         Args:
             settings: The runtime ``Settings`` (``agent.max_steps``, ``agent.checkpoint_db``, ...).
@@ -144,25 +151,24 @@ class AgentResponder:
         """
         from omni_agent.agent.engine_model import EngineChatModel
         from omni_agent.agent.image_tools import ImageTools
-        from omni_agent.agent.persistence import close_checkpointer, open_checkpointer
 
         a = settings.agent
         db = Path(a.checkpoint_db)
-        artifacts = artifacts or ArtifactStore(db.parent / (db.stem + "-artifacts"))
+        # an in-memory database keeps its artifacts in memory too (never a ":memory:-artifacts" folder)
+        artifacts = artifacts or ArtifactStore(None if a.checkpoint_db == ":memory:" else
+                                               db.parent / (db.stem + "-artifacts"))
         all_tools = list(tools or [])
         if image_tools:
             all_tools += ImageTools.lazy(engine, artifacts, preset=settings.model.preset).tools()
         model = EngineChatModel(engine, artifacts=artifacts, max_tokens=settings.engine.default_max_tokens)
         self = cls(None, artifacts)  # type: ignore[arg-type]
 
-        async def open_() -> None:
-            saver = await open_checkpointer(db)
+        def on_open(saver: Any) -> None:  # each (re)open of the database gets a graph on it
             graph = build_graph(model, all_tools, saver, max_steps=a.max_steps, tool_timeout_s=a.tool_timeout_s,
                                 tts=tts, artifacts=artifacts)
             self.runner = AgentRunner(graph, max_steps=a.max_steps)
-            self._closers.append(lambda: close_checkpointer(saver))
 
-        self._opener = open_
+        self.store = SessionStore(db, on_open)
         return self
 
     @classmethod
@@ -172,18 +178,30 @@ class AgentResponder:
         await self._ensure()
         return self
 
+    async def start(self) -> None:
+        """Open the sessions database now (server start-up). A failure is logged and shown by
+        :meth:`health`, and retried by later responses; it does not stop the server."""
+        if self.store is not None:
+            with contextlib.suppress(SessionStoreError):
+                await self.store.ensure(force=True)
+
+    async def health(self) -> dict[str, Any]:
+        """``{"ok", "path", "error"}`` of the sessions database."""
+        if self.store is None:
+            return {"ok": True, "path": None, "error": None}
+        return await self.store.health()
+
     async def _ensure(self) -> None:
-        if self._opener is not None:
-            async with self._open_lock:
-                if self._opener is not None:
-                    opener, self._opener = self._opener, None
-                    await opener()
+        if self.store is not None:
+            await self.store.ensure()
+
+    def _store_failed(self, error: BaseException) -> str:
+        return self.store.failed(error) if self.store is not None else describe(error, "sessions database")
 
     async def aclose(self) -> None:
         """Close the checkpoint database (server shutdown)."""
-        for close in self._closers:
-            await close()
-        self._closers.clear()
+        if self.store is not None:
+            await self.store.close()
 
     # --- conversation -> new messages -----------------------------------------------------------
 
@@ -312,7 +330,11 @@ class AgentResponder:
                 offers only the tools the client declared.
         """
         t0 = time.perf_counter()
-        await self._ensure()
+        try:
+            await self._ensure()
+        except SessionStoreError as e:  # fails fast while the store is down; the server lives on
+            yield ResponseFinished("failed", f"SessionStoreError: {e}", Usage(), {})
+            return
         sid, persistent = session_id_of(conversation, options)
         declared = client_tools(options.tools or [])
         ctx = RunContext(cancel=cancel, modalities=tuple(options.modalities), voice=options.voice,
@@ -337,6 +359,9 @@ class AgentResponder:
                                              update={"messages": new, "items": links})
             else:
                 stream = self.runner.turn(sid, new, ctx, items=links)
+        except sqlite3.Error as e:  # the store, not the conversation
+            yield ResponseFinished("failed", f"SessionStoreError: {self._store_failed(e)}", Usage(), {})
+            return
         except Exception as e:  # a bad conversation fails this response, not the session
             yield ResponseFinished("failed", f"{type(e).__name__}: {e}", Usage(), {})
             return
@@ -361,6 +386,8 @@ class AgentResponder:
             try:
                 async for ev in stream:
                     await queue.put(ev)
+            except sqlite3.Error as e:  # a checkpoint write failed: the store's error, said plainly
+                await queue.put({"type": "error", "error": f"SessionStoreError: {self._store_failed(e)}"})
             except Exception as e:  # reported as a failed response
                 await queue.put({"type": "error", "error": f"{type(e).__name__}: {e}"})
             finally:

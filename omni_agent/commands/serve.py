@@ -39,11 +39,11 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
 
     engine = AsyncEngine.from_settings(settings)
     tts = StreamingTTS.build(settings, seed=settings.model.seed)
-    responder = AgentResponder.build(settings, engine, tts)  # the SQLite file opens on the first response
+    responder = AgentResponder.build(settings, engine, tts)  # the SQLite file opens at start-up (lifespan)
     extra_routers = [
         files.files_router(settings),
         realtime_router(settings, engine, tts, responder),
-        artifacts_router(responder.artifacts),  # GET /v1/artifacts/{id}
+        artifacts_router(responder.artifacts, settings),  # GET /v1/artifacts/{id}, owner only
         speech_router(settings, tts),  # POST /v1/audio/speech
         web_router(),  # GET / : the browser client
     ]

@@ -5,6 +5,11 @@ moves it into the scheduler between steps; every step (run in a worker thread so
 blocks on the model) prefills newly admitted requests and decodes all running ones in one batch; the
 outputs go back to each request's ``asyncio.Queue``. Leaving the ``generate()`` iterator early
 (client gone) or calling ``abort()`` frees the request's KV blocks at the next step boundary.
+
+Isolation: one request's failure stays with that request. Sampling parameters are validated before
+admission; a batched forward pass that raises is retried row by row so only the rows that fail
+alone are failed; a row whose logits are not finite, whose grammar or sampling raises, or whose
+detokenizer fails gets an ``EngineError`` and is freed while the other rows take their token.
 """
 
 from __future__ import annotations
@@ -243,9 +248,9 @@ class AsyncEngine:
             try:
                 # the model step is CPU/GPU heavy: run it in the worker thread so HTTP keeps serving
                 outputs = await loop.run_in_executor(self._executor, self._step)
-            except Exception as e:  # a model bug must not kill the server: fail what was running
+            except Exception as e:  # an engine bug outside every per-request guard: fail what ran
                 log.exception("engine step failed")
-                outputs = self._fail_all(e)
+                outputs = self._fail_running(e)
             for rid, item in outputs:
                 q = self._queues.get(rid)
                 if q is not None:
@@ -265,13 +270,47 @@ class AsyncEngine:
         metrics.KV_USAGE.set(c.num_used_blocks / max(1, c.num_blocks - 1))
         metrics.TOKENS_PER_SECOND.set(self._tps)
 
-    def _fail_all(self, error: Exception) -> list[tuple[str, Any]]:
+    def _fail_running(self, error: Exception) -> list[tuple[str, Any]]:
+        """Last resort when a step raised outside the per-request guards: the requests that were in
+        the step are failed (their state is unknown); waiting and newly arrived ones are untouched."""
         out: list[tuple[str, Any]] = []
-        for state in list(self.scheduler.running) + list(self.scheduler.waiting):
-            self.scheduler.free(state)
-            self._states.pop(state.request_id, None)
-            out.append((state.request_id, EngineError(f"engine step failed: {error}")))
+        for state in list(self.scheduler.running):
+            self._fail(state, EngineError(f"engine step failed: {error}"), out)
         return out
+
+    def _fail(self, state: RequestState, error: Exception, outputs: list[tuple[str, Any]]) -> None:
+        """Fail one request: free its blocks and send it ``error`` (an ``EngineError``)."""
+        self.scheduler.free(state)
+        self._states.pop(state.request_id, None)
+        state.finished, state.finish_reason = True, "abort"
+        if not isinstance(error, EngineError):
+            error = EngineError(f"{type(error).__name__}: {error}")
+        outputs.append((state.request_id, error))
+
+    def _isolated(self, run: Any, items: list, label: str, outputs: list[tuple[str, Any]]
+                  ) -> list[tuple[list, torch.Tensor, torch.Tensor]]:
+        """Run a batched forward ``run(items)``; when it raises, run each item alone so only the ones
+        that fail by themselves are failed. Returns ``(items, logits, hidden)`` per successful run.
+
+        Retrying is safe: each request's progress (``num_computed``, ``committed_blocks``) is put back
+        as it was before the failed run, a rerun rewrites the same KV slots, and publishing a block
+        twice is a no-op.
+        """
+        states = [it[0] if isinstance(it, tuple) else it for it in items]
+        before = [(s.num_computed, s.committed_blocks) for s in states]
+        try:
+            return [(items, *run(items))]
+        except Exception as e:  # noqa: BLE001
+            for s, (computed, committed) in zip(states, before, strict=True):
+                s.num_computed, s.committed_blocks = computed, committed
+            if len(items) == 1:
+                log.warning("%s failed for %s: %s", label, states[0].request_id, e)
+                self._fail(states[0], EngineError(f"{label} failed: {e}"), outputs)
+                return []
+        done: list[tuple[list, torch.Tensor, torch.Tensor]] = []
+        for item in items:
+            done += self._isolated(run, [item], label, outputs)
+        return done
 
     @staticmethod
     def _prefill_groups(prefills: list[tuple[RequestState, int]]) -> list[list[tuple[RequestState, int]]]:
@@ -319,48 +358,59 @@ class AsyncEngine:
                 if state.num_computed == state.cached_tokens:  # first chunk of this prompt
                     metrics.PROMPT_TOKENS.inc(state.prompt_len)
                     metrics.CACHED_PROMPT_TOKENS.inc(state.cached_tokens)
-            try:
-                logits, hidden = self.runner.prefill_batch(group)
-            except Exception as e:  # e.g. a media item the encoder rejects: fail these requests only
-                log.exception("prefill failed for %s", [s.request_id for s, _ in group])
-                for state, _ in group:
-                    self.scheduler.free(state)
-                    self._states.pop(state.request_id, None)
-                    outputs.append((state.request_id, EngineError(f"prefill failed: {e}")))
-                continue
-            for i, (state, _) in enumerate(group):
-                if state.num_computed < state.prompt_len:
-                    continue  # more chunks to go: no token yet
-                rows.append(state)
-                logits_rows.append(logits[i:i + 1])
-                hidden_rows.append(hidden[i:i + 1])
+            # e.g. a media item the encoder rejects: only the request it belongs to fails
+            for ran, logits, hidden in self._isolated(self.runner.prefill_batch, group, "prefill", outputs):
+                for i, (state, _) in enumerate(ran):
+                    if state.num_computed < state.prompt_len:
+                        continue  # more chunks to go: no token yet
+                    rows.append(state)
+                    logits_rows.append(logits[i:i + 1])
+                    hidden_rows.append(hidden[i:i + 1])
+        n_decoded = 0
         if sched.decodes:
-            logits, hidden = self.runner.decode(sched.decodes)
-            rows.extend(sched.decodes)
-            logits_rows.append(logits)
-            hidden_rows.append(hidden)
+            for ran, logits, hidden in self._isolated(self.runner.decode, sched.decodes, "decode", outputs):
+                rows.extend(ran)
+                logits_rows.append(logits)
+                hidden_rows.append(hidden)
+                n_decoded += len(ran)
         if not rows:
             return outputs
         logits = torch.cat(logits_rows).float()  # [B, V]
         hidden = torch.cat(hidden_rows)  # [B, D]
+        masked: list[Exception | None] = [None] * len(rows)
         for i, state in enumerate(rows):
             if state.grammar is not None:
-                state.grammar.mask(logits[i])
+                try:
+                    state.grammar.mask(logits[i])
+                except Exception as e:  # noqa: BLE001 - this request's grammar, this request's error
+                    masked[i] = e
         tokens = sample(logits, rows)
-        n_decoded = len(sched.decodes)
+        emitted = 0
         for i, (state, tok) in enumerate(zip(rows, tokens, strict=True)):
-            if state.grammar is not None:
-                state.grammar.accept(tok)
-            state.output_ids.append(tok)
-            check_stop(state, tok, self.eos_ids, self.scheduler.max_tokens[state.request_id])
-            h = hidden[i:i + 1].detach().float().cpu() if state.request.return_hidden else None
+            err = masked[i] or (tok if isinstance(tok, Exception) else None)
+            if err is not None:
+                log.warning("request %s failed in sampling: %s", state.request_id, err)
+                self._fail(state, err, outputs)
+                continue
+            try:
+                if state.grammar is not None:
+                    state.grammar.accept(tok)
+                state.output_ids.append(tok)
+                check_stop(state, tok, self.eos_ids, self.scheduler.max_tokens[state.request_id])
+                h = hidden[i:i + 1].detach().float().cpu() if state.request.return_hidden else None
+                out = make_output(state, [tok], h)
+            except Exception as e:  # noqa: BLE001 - e.g. a detokenizer or grammar bug on this row
+                log.warning("request %s failed after sampling: %s", state.request_id, e)
+                self._fail(state, e, outputs)
+                continue
             if state.finished:
                 self.scheduler.free(state)
                 self._states.pop(state.request_id, None)
-            outputs.append((state.request_id, make_output(state, [tok], h)))
+            outputs.append((state.request_id, out))
+            emitted += 1
         self.steps += 1
-        self.tokens_generated += len(rows)
-        metrics.GENERATED_TOKENS.inc(len(rows))
+        self.tokens_generated += emitted
+        metrics.GENERATED_TOKENS.inc(emitted)
         dt = time.perf_counter() - t0
         if n_decoded and not sched.prefills:
             self._tps = (1 - TPS_SMOOTHING) * self._tps + TPS_SMOOTHING * n_decoded / dt

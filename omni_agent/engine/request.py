@@ -7,6 +7,7 @@ they travel on the hot path and are validated at the edge (HTTP body, realtime e
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from omni_agent.model.processor import ProcessedPrompt
 
 FinishReason = Literal["stop", "length", "abort"]
+
+MIN_REPETITION_PENALTY = 1e-2  # a normal float32 number whose reciprocal keeps real logits finite
+MAX_REPETITION_PENALTY = 1e2
+MAX_TEMPERATURE = 100.0  # logits / 100 is already uniform for every practical vocabulary
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 
 
 class EngineError(Exception):
@@ -63,17 +69,26 @@ class SamplingParams:
     json_schema: dict[str, Any] | None = None
 
     def validate(self) -> None:
-        """Raise ``InvalidRequest`` for out-of-range values."""
-        if self.temperature < 0:
-            raise InvalidRequest(f"temperature must be >= 0, got {self.temperature}")
+        """Raise ``InvalidRequest`` for out-of-range values (checked at admission, before any step)."""
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InvalidRequest(f"{name} must be a finite number, got {value!r}")
+        if not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise InvalidRequest(f"temperature must be in [0, {MAX_TEMPERATURE:g}], got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise InvalidRequest(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise InvalidRequest(f"top_k must be >= 0, got {self.top_k}")
-        if self.repetition_penalty <= 0:
-            raise InvalidRequest(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not MIN_REPETITION_PENALTY <= self.repetition_penalty <= MAX_REPETITION_PENALTY:
+            raise InvalidRequest(f"repetition_penalty must be in [{MIN_REPETITION_PENALTY:g}, "
+                                 f"{MAX_REPETITION_PENALTY:g}], got {self.repetition_penalty}")
         if self.max_tokens < 1:
             raise InvalidRequest(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.seed is not None and not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise InvalidRequest(f"seed must be a 64-bit integer, got {self.seed}")
+        if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
+            raise InvalidRequest("stop_token_ids must be non-negative integers")
 
     @property
     def greedy(self) -> bool:

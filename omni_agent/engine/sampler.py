@@ -2,7 +2,9 @@
 
 Rows are independent: each request's repetition penalty, temperature, top-k/top-p and grammar mask
 apply to its row only, and a seeded request draws from its own ``torch.Generator`` so its tokens
-do not depend on what else happens to be batched with it.
+do not depend on what else happens to be batched with it. A row that cannot be sampled (non-finite
+logits, a failing grammar) yields an ``EngineError`` in its slot instead of a token: the engine fails
+that request alone and the rest of the batch carries on.
 """
 
 from __future__ import annotations
@@ -11,13 +13,25 @@ from collections.abc import Sequence
 
 import torch
 
-from omni_agent.engine.request import RequestState
+from omni_agent.engine.request import EngineError, RequestState
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> None:
-    """CTRL-style penalty in place on one row: positive logits divided, negative multiplied."""
+    """CTRL-style penalty in place on one row: positive logits divided, negative multiplied.
+
+    The penalty is validated at admission (``SamplingParams.validate``: finite, within
+    ``[MIN_REPETITION_PENALTY, MAX_REPETITION_PENALTY]``), so it is a normal float32 number here;
+    multiplying by ``1 / penalty`` in float32 keeps a huge logit finite where ``vals / p`` of a
+    float32-underflowed ``p`` would be ``inf``. A result that is still not finite raises.
+    """
+    p = torch.tensor(penalty, dtype=logits.dtype, device=logits.device)
+    if not (torch.isfinite(p) and p > 0):
+        raise EngineError(f"repetition_penalty {penalty} is not a positive {logits.dtype} number")
     vals = logits[seen]
-    logits[seen] = torch.where(vals > 0, vals / penalty, vals * penalty)
+    out = torch.where(vals > 0, vals * p.reciprocal(), vals * p)
+    if not bool(torch.isfinite(out[vals.isfinite()]).all()):
+        raise EngineError(f"repetition_penalty {penalty} overflows the logits")
+    logits[seen] = out
 
 
 def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -34,35 +48,46 @@ def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.
     return logits
 
 
-def sample(logits: torch.Tensor, states: Sequence[RequestState]) -> list[int]:
+def sample(logits: torch.Tensor, states: Sequence[RequestState]) -> list[int | EngineError]:
     """Pick one token per row.
 
     Args:
-        logits: ``[B, V]`` float logits (grammar masks already applied).
+        logits: ``[B, V]`` float logits (grammar masks already applied; ``-inf`` marks a banned token).
         states: the requests, row by row.
 
     Returns:
-        One token id per row.
+        One token id per row, or the ``EngineError`` that row failed with (NaN or ``+inf`` logits,
+        a penalty that overflows, a sampling error): the caller fails that request only.
     """
     logits = logits.float()
-    if all(s.request.sampling.greedy and s.request.sampling.repetition_penalty == 1.0 for s in states):
+    broken = (torch.isnan(logits) | torch.isposinf(logits)).any(-1).tolist()  # [B]
+    if not any(broken) and all(s.request.sampling.greedy and s.request.sampling.repetition_penalty == 1.0
+                               for s in states):
         return logits.argmax(-1).tolist()  # the common batched greedy case, no per-row work
-    out: list[int] = []
-    for row, s in zip(logits, states, strict=True):
-        sp = s.request.sampling
-        if sp.repetition_penalty != 1.0:
-            row = row.clone()
-            apply_repetition_penalty(row, _seen(s, row), sp.repetition_penalty)
-        if sp.greedy:
-            out.append(int(row.argmax()))
+    out: list[int | EngineError] = []
+    for row, s, bad in zip(logits, states, broken, strict=True):
+        if bad:
+            out.append(EngineError("the model produced non-finite logits for this request"))
             continue
-        row = filter_top_k_top_p(row / sp.temperature, sp.top_k, sp.top_p)
-        if not torch.isfinite(row).any():  # nothing allowed (cannot happen with a sane grammar)
-            out.append(int(row.argmax()))
-            continue
-        probs = row.softmax(-1)
-        out.append(int(torch.multinomial(probs, 1, generator=s.generator)))
+        try:
+            out.append(_sample_row(row, s))
+        except Exception as e:  # noqa: BLE001 - one row's failure is reported to that request only
+            out.append(e if isinstance(e, EngineError) else EngineError(f"sampling failed: {e}"))
     return out
+
+
+def _sample_row(row: torch.Tensor, s: RequestState) -> int:
+    sp = s.request.sampling
+    if sp.repetition_penalty != 1.0:
+        row = row.clone()
+        apply_repetition_penalty(row, _seen(s, row), sp.repetition_penalty)
+    if sp.greedy:
+        return int(row.argmax())
+    row = filter_top_k_top_p(row / sp.temperature, sp.top_k, sp.top_p)
+    if not torch.isfinite(row).any():  # nothing allowed (cannot happen with a sane grammar)
+        return int(row.argmax())
+    probs = row.softmax(-1)
+    return int(torch.multinomial(probs, 1, generator=s.generator))
 
 
 def _seen(state: RequestState, row: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,13 @@
 parts (realtime websocket, files) arrive as ``APIRouter``s through ``extra_routers`` (see
 ``omni_agent/commands/serve.py``). Chat completions are answered by the responder (the agent graph,
 :mod:`omni_agent.server.chat`); only ``response_format`` requests go to the engine directly (``_chat``).
-The app starts the engine loop on startup and stops it (and closes the responder) on shutdown.
+The app starts the engine loop and opens the responder's sessions database on startup (before the
+first request is accepted) and stops both on shutdown.
+
+Safe defaults: every ``/v1`` route authenticates (:mod:`omni_agent.server.auth`; the principal it
+finds owns the sessions, files and artifacts made under it); bodies past ``server.max_request_bytes``
+(``max_upload_bytes`` for ``/v1/files``) get 413 before they are read; CORS is off unless
+``server.allowed_origins`` names origins; keys never reach the access log.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omni_agent.engine.request import EngineError, GenerationOutput, GenerationRequest
-from omni_agent.server.auth import api_key_dependency
+from omni_agent.server.auth import WebsocketPrincipal, auth_dependency, install_log_redaction
 from omni_agent.server.chat import agent_chat
 from omni_agent.server.convert import (
     FileResolver,
+    check_text_fits,
     parse_tool_call,
     sampling_params,
     to_messages,
@@ -45,6 +52,7 @@ from omni_agent.server.errors import (
     validation_error_handler,
 )
 from omni_agent.server.images import images_router
+from omni_agent.server.limits import BodySizeLimit
 from omni_agent.server.schemas import ChatCompletionRequest
 from vision.video import media_token_budget
 
@@ -78,6 +86,8 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await engine.start()  # bind the engine loop to the server's event loop
+        if hasattr(responder, "start"):
+            await responder.start()  # the sessions database, before the first request is accepted
         try:
             yield
         finally:
@@ -89,22 +99,32 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
     app.state.settings = settings
     app.state.file_resolver = file_resolver
     app.state.responder = responder
-    app.add_middleware(CORSMiddleware, allow_origins=settings.server.allowed_origins or ["*"],
-                       allow_methods=["*"], allow_headers=["*"])
+    srv = settings.server
+    if srv.allowed_origins:  # closed by default: a web page elsewhere cannot read this server's answers
+        app.add_middleware(CORSMiddleware, allow_origins=srv.allowed_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    app.add_middleware(BodySizeLimit, max_bytes=srv.max_request_bytes,
+                       per_path={"/v1/files": srv.max_upload_bytes})
+    app.add_middleware(WebsocketPrincipal, settings=settings)  # realtime: owner of what a connection makes
+    install_log_redaction()
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model_id(settings), "engine": engine.stats()}
+    async def health() -> Response:
+        """200 ``ok`` when every part can serve; 503 ``degraded`` (naming the part) otherwise."""
+        store = await responder.health() if hasattr(responder, "health") else {"ok": True}
+        body = {"status": "ok" if store["ok"] else "degraded", "model": model_id(settings),
+                "engine": engine.stats(), "sessions_store": store}
+        return JSONResponse(body, status_code=200 if store["ok"] else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(api_key_dependency(settings.server.api_key))])
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(auth_dependency(settings))])
 
     @v1.get("/models")
     async def models() -> dict[str, Any]:
@@ -113,6 +133,9 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
 
     @v1.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        limit = min(engine.max_model_len, engine.cache.capacity_tokens)
+        # tokenizing is CPU work; a message far over the context is refused after counting the limit only
+        await asyncio.to_thread(check_text_fits, body, engine.processor.tokenizer, limit)
         if body.response_format is not None:  # a whole answer under a JSON schema: the engine directly
             return await _chat(body, request, settings, engine, app.state.file_resolver)
         return await agent_chat(body, request, settings, engine, app.state.file_resolver, app.state.responder)

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from omni_agent.principal import LOCAL_PRINCIPAL, current_principal, scoped_session_id
 from omni_agent.realtime.responder import (
     Conversation,
     FunctionCallDone,
@@ -42,8 +43,10 @@ _CLIENT_ERRORS = {"PromptTooLong": "context_length_exceeded", "CacheFull": "cach
 
 
 def session_id(body: ChatCompletionRequest, request: Request) -> str | None:
-    """The agent session (checkpoint thread) of a request: ``user``, else ``X-Session-Id``, else None."""
-    return body.user or request.headers.get("x-session-id") or None
+    """The agent session (checkpoint thread) of a request: ``user``, else ``X-Session-Id``, else None;
+    scoped to the request's principal, so knowing another client's ``user`` reaches nothing of theirs."""
+    sid = body.user or request.headers.get("x-session-id") or None
+    return scoped_session_id(current_principal() or LOCAL_PRINCIPAL, sid) if sid else None
 
 
 def _options(body: ChatCompletionRequest, request: Request, default_max_tokens: int
@@ -70,6 +73,9 @@ def _failure(fin: ResponseFinished) -> APIError:
     message = (fin.reason or "response failed").split(":", 1)[-1].strip() or "response failed"
     if name in _CLIENT_ERRORS:
         return APIError(400, message, param="messages", code=_CLIENT_ERRORS[name])
+    if name == "SessionStoreError":  # the sessions database is down or busy: retry later, not a bug
+        return APIError(503, message, type="server_error", code="session_store_unavailable",
+                        headers={"Retry-After": "2"})
     return APIError(500, fin.reason or "response failed", type="server_error")
 
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from omni_agent.engine.request import SamplingParams
+from omni_agent.engine.request import EngineError, SamplingParams
 from omni_agent.server.errors import APIError
 from omni_agent.server.schemas import (
     AudioPart,
@@ -29,6 +29,8 @@ from omni_agent.server.schemas import (
 )
 
 AUDIO_RATE = 16000  # the audio encoder's input rate
+TEXT_CHUNK_CHARS = 16_384  # text is counted in pieces this long, so counting stops soon after the limit
+MAX_IMAGE_PIXELS = 50_000_000  # a 50 MP photo decodes to 150 MB of RGB; the model sees <= 0.8 MP anyway
 FileResolver = Callable[[str], bytes]
 """Returns the bytes of an uploaded file by id (``file-...``); raises ``KeyError`` when unknown."""
 
@@ -50,16 +52,36 @@ def _data_url(url: str, param: str, kind: str) -> bytes:
     return _b64(payload, param)
 
 
-def _image(part: ImagePart, param: str) -> Any:
+def decode_image(raw: bytes) -> Any:
+    """Encoded image bytes -> RGB PIL image, refusing decompression bombs before decoding.
+
+    The header gives the size for free: more than ``MAX_IMAGE_PIXELS`` pixels is refused without
+    allocating the pixels (a 1 KB PNG may claim 100000 x 100000).
+
+    Raises:
+        ValueError: undecodable, or too many pixels (the message says which).
+    """
     from PIL import Image, UnidentifiedImageError
 
-    raw = _data_url(part.image_url.url, param, "image")
     try:
         img = Image.open(io.BytesIO(raw))
+        w, h = img.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise ValueError(f"image of {w}x{h} pixels is larger than the limit of {MAX_IMAGE_PIXELS} pixels")
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise APIError(400, f"could not decode image: {e}", param=param, code="invalid_media") from None
-    return img.convert("RGB")
+        return img.convert("RGB")
+    except Image.DecompressionBombError as e:  # PIL's own guard (animated frames, odd formats)
+        raise ValueError(f"image is too large to decode safely: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as e:  # what PIL raises on junk
+        raise ValueError(f"could not decode image: {e}") from None
+
+
+def _image(part: ImagePart, param: str) -> Any:
+    raw = _data_url(part.image_url.url, param, "image")
+    try:
+        return decode_image(raw)
+    except ValueError as e:
+        raise APIError(400, str(e), param=param, code="invalid_media") from None
 
 
 def _audio(part: AudioPart, param: str) -> Any:
@@ -114,6 +136,31 @@ def _content(msg: Message, i: int, resolve_file: FileResolver | None,
         else:
             parts.extend(_video(part, param, resolve_file, video_budget))
     return parts
+
+
+def check_text_fits(req: ChatCompletionRequest, tokenizer: Any, max_tokens: int) -> None:
+    """Refuse text that cannot fit in ``max_tokens`` without tokenizing all of it.
+
+    Tokenizing a 12 MiB message whole takes 40 s and 2 GB only to be refused as too long; counting in
+    ``TEXT_CHUNK_CHARS`` pieces stops at the limit. A piece boundary can split one token in two, so
+    each piece counts one token less than it has: the count never exceeds the real one. Text of at
+    most ``max_tokens`` bytes is not counted at all (a byte-level BPE token holds at least one byte).
+
+    Raises:
+        APIError: 400 ``context_length_exceeded``.
+    """
+    texts = [t for msg in req.messages for t in ([msg.content] if isinstance(msg.content, str) else
+                                                  [p.text for p in msg.content or [] if isinstance(p, TextPart)])]
+    if sum(len(t) for t in texts) * 4 <= max_tokens:  # at most 4 UTF-8 bytes per character
+        return
+    total = 0
+    for text in texts:
+        for i in range(0, len(text), TEXT_CHUNK_CHARS):
+            piece = tokenizer.encode(text[i:i + TEXT_CHUNK_CHARS], add_special_tokens=False)
+            total += max(0, len(piece.ids) - 1)
+            if total > max_tokens:
+                raise APIError(400, f"the messages hold more than {max_tokens} tokens of text; this model "
+                                    f"fits at most {max_tokens}", param="messages", code="context_length_exceeded")
 
 
 def tools_system_text(tools: list[Tool]) -> str:
@@ -207,7 +254,7 @@ def sampling_params(req: ChatCompletionRequest, default_max_tokens: int,
             if req.response_format.json_schema is None or not req.response_format.json_schema.schema_:
                 raise APIError(400, "response_format json_schema needs a schema", param="response_format")
             json_schema = req.response_format.json_schema.schema_
-    return SamplingParams(
+    sp = SamplingParams(
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
         top_k=req.top_k or 0,
@@ -218,3 +265,8 @@ def sampling_params(req: ChatCompletionRequest, default_max_tokens: int,
         seed=req.seed,
         json_schema=json_schema,
     )
+    try:
+        sp.validate()  # the engine checks again at admission; refusing here costs no media decoding
+    except EngineError as e:
+        raise APIError(400, str(e), param=str(e).split(" ", 1)[0], code=e.code) from None
+    return sp

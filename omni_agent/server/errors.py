@@ -16,9 +16,10 @@ class APIError(Exception):
     """An error with an HTTP status and an OpenAI error body."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",  # noqa: A002
-                 param: str | None = None, code: str | None = None):
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers  # e.g. Retry-After on 429 and 503
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.type, self.param, self.code)
@@ -35,7 +36,7 @@ def from_engine_error(e: EngineError) -> APIError:
 
 async def api_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
@@ -55,7 +56,8 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
 async def http_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    code = {404: "not_found", 405: "method_not_allowed", 401: "invalid_api_key"}.get(exc.status_code)
+    code = {404: "not_found", 405: "method_not_allowed", 401: "invalid_api_key",
+            413: "request_too_large"}.get(exc.status_code)
     return JSONResponse(error_body(str(exc.detail), kind, code=code), status_code=exc.status_code,
                         headers=getattr(exc, "headers", None))
 

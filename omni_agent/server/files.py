@@ -6,6 +6,10 @@ decoded right away (in a worker thread) into the process-wide decoded-clip cache
 refused at upload time and the first question skips decoding; the response carries a ``video``
 summary (duration, sampled frames, tokens, budget note).
 
+Every file belongs to the principal that uploaded it (see :mod:`omni_agent.principal`): listing shows
+only one's own files, and another principal's id answers 404 like an unknown one, for the routes
+and for references from a chat or realtime request alike.
+
 The helpers below are what the chat route and the realtime session use to turn a video reference
 (``file-...`` id or ``data:video/...;base64,...`` URL) into processor parts.
 """
@@ -25,7 +29,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 
-from omni_agent.server.auth import api_key_dependency
+from omni_agent.principal import current_principal, owns
+from omni_agent.server.auth import auth_dependency
 from omni_agent.server.errors import APIError
 from vision.video import VIDEO_BUDGET_SHARE, VideoClip, VideoError, default_cache, video_parts
 
@@ -47,6 +52,8 @@ class StoredFile:
     data: bytes
     content_type: str | None = None
     video: dict[str, Any] | None = None
+    owner: str | None = None
+    """The principal that uploaded it (None: made in-process, outside any request)."""
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"id": self.id, "object": "file", "bytes": len(self.data),
@@ -67,9 +74,10 @@ class FileStore:
         self._seq = itertools.count()
 
     def add(self, data: bytes, filename: str, purpose: str, content_type: str | None = None) -> StoredFile:
-        """Store ``data`` and return its record."""
+        """Store ``data`` for the current principal and return its record."""
         f = StoredFile(id=f"file-{secrets.token_hex(12)}", filename=filename, purpose=purpose,
-                       created_at=int(time.time()), data=data, content_type=content_type)
+                       created_at=int(time.time()), data=data, content_type=content_type,
+                       owner=current_principal())
         with self._lock:
             self._files[f.id] = f
             total = sum(len(x.data) for x in self._files.values())
@@ -80,23 +88,31 @@ class FileStore:
         return f
 
     def get(self, file_id: str) -> StoredFile:
-        """The record for ``file_id``.
+        """The record for ``file_id``, if the current principal owns it.
 
         Raises:
-            KeyError: unknown id.
+            KeyError: unknown id, or another principal's file (indistinguishable on purpose).
         """
         with self._lock:
-            return self._files[file_id]
+            f = self._files[file_id]
+        if not owns(f.owner, current_principal()):
+            raise KeyError(file_id)
+        return f
 
     def delete(self, file_id: str) -> bool:
-        """Remove ``file_id``; False when it was not there."""
+        """Remove ``file_id`` (the current principal's); False when it was not there."""
+        try:
+            self.get(file_id)
+        except KeyError:
+            return False
         with self._lock:
             return self._files.pop(file_id, None) is not None
 
     def list(self) -> list[StoredFile]:
-        """Every stored file, oldest first."""
+        """The current principal's files, oldest first."""
+        principal = current_principal()
         with self._lock:
-            return list(self._files.values())
+            return [f for f in self._files.values() if owns(f.owner, principal)]
 
 
 _STORE = FileStore()
@@ -199,33 +215,30 @@ def decode_image_data_url(url: str) -> Any:
     Raises:
         VideoError: not a base64 image data URL, or undecodable image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from omni_agent.server.convert import decode_image
 
     head, sep, payload = url.partition(",")
     if not url.startswith("data:image/") or not sep or ";base64" not in head:
         raise VideoError("camera frame must be a data:image/...;base64,... URL")
     try:
-        img = Image.open(__import__("io").BytesIO(base64.b64decode(payload, validate=True)))
-        img.load()
-    except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as e:
+        return decode_image(base64.b64decode(payload, validate=True))  # refuses decompression bombs
+    except (binascii.Error, ValueError) as e:
         raise VideoError(f"could not decode camera frame: {e}") from None
-    return img.convert("RGB")
 
 
 def _looks_like_video(filename: str, content_type: str | None) -> bool:
     return (content_type or "").startswith("video/") or filename.lower().endswith(VIDEO_EXTS)
 
 
-def files_router(settings: Any = None, *, store: FileStore | None = None) -> APIRouter:
-    """The ``/v1/files`` routes (auth from ``settings.server.api_key``).
+def files_router(settings: Any, *, store: FileStore | None = None) -> APIRouter:
+    """The ``/v1/files`` routes, authenticated like every ``/v1`` route, each file its owner's only.
 
     Args:
-        settings: runtime ``Settings`` (for the API key); None for no auth.
+        settings: runtime ``Settings`` (API keys).
         store: the file store (default: the process-wide one that ``resolve_file`` reads).
     """
     store = store or _STORE
-    api_key = getattr(getattr(settings, "server", None), "api_key", None)
-    router = APIRouter(dependencies=[Depends(api_key_dependency(api_key))])
+    router = APIRouter(dependencies=[Depends(auth_dependency(settings))])
 
     @router.post("/v1/files")
     async def upload(file: UploadFile = File(...), purpose: str = Form("user_data")) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from omni_agent.server.auth import api_key_dependency
+from omni_agent.server.auth import auth_dependency
 from omni_agent.server.errors import APIError
 
 UNSUPPORTED = ("mask", "quality", "style", "background", "moderation", "output_compression", "partial_images",
@@ -58,7 +58,7 @@ def images_router(settings: Any, engine: Any) -> APIRouter:
         settings: Runtime settings (``model.path`` / ``model.preset``, ``server.api_key``).
         engine: The ``AsyncEngine`` (its thinker conditions the decoder).
     """
-    router = APIRouter(prefix="/v1/images", dependencies=[Depends(api_key_dependency(settings.server.api_key))])
+    router = APIRouter(prefix="/v1/images", dependencies=[Depends(auth_dependency(settings))])
     state: dict[str, Any] = {}
 
     def tools(request: Request) -> Any:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from audio.encode import MEDIA_TYPES, EncodeError, StreamEncoder
 from audio.voices import BUILTIN
-from omni_agent.server.auth import api_key_dependency
+from omni_agent.server.auth import auth_dependency
 from omni_agent.server.errors import APIError
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def _check(body: SpeechRequest) -> str | None:
 
 def speech_router(settings: Any, tts: Any) -> APIRouter:
     """The ``/v1/audio/speech`` route on ``tts`` (an ``audio.tts.StreamingTTS``)."""
-    router = APIRouter(prefix="/v1", dependencies=[Depends(api_key_dependency(settings.server.api_key))])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth_dependency(settings))])
 
     @router.post("/audio/speech")
     async def speech(body: SpeechRequest) -> StreamingResponse:

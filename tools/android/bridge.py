@@ -4,6 +4,12 @@ The bridge owns one asyncio loop on a background thread so that synchronous agen
 bridged phone like any other :class:`~tools.android.device.Device` (:class:`WsDevice`). Calls wait for
 the device to be connected (a phone that drops and reconnects within the call's timeout is simply
 used again); every call has a request id and a timeout.
+
+Authentication is challenge-response (see :mod:`tools.android.bridge_protocol`): each connection gets
+a fresh nonce, so a captured hello cannot be replayed to kick the phone off and take its calls. A
+wrong answer is refused after ``FAILED_HELLO_DELAY_S`` and counted per address; past
+``FREE_FAILURES`` in a minute that address is refused at once (4429) until the minute has passed.
+A frame the bridge cannot read is answered with an ``error`` frame and the phone stays connected.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
+import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,15 +28,19 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from omni_agent.throttle import FailureThrottle
 from tools.android.bridge_protocol import (
     CLOSE_BAD_HELLO,
     CLOSE_BAD_TOKEN,
     CLOSE_REPLACED,
+    CLOSE_THROTTLED,
+    Challenge,
     ErrorFrame,
     Hello,
     RpcRequest,
     RpcResponse,
     Welcome,
+    hello_proof,
     unpack_binary,
 )
 from tools.android.device import BaseDevice, SecretStore
@@ -40,6 +52,7 @@ _ws_log.setLevel(logging.WARNING)  # websockets logs every open/close at INFO; t
 CALL_TIMEOUT_S = 10.0  # a phone answers a tap in milliseconds; ten seconds means it is gone
 HELLO_TIMEOUT_S = 5.0  # a client that does not say hello quickly is not a device agent
 MAX_FRAME = 16 * 1024 * 1024  # a 1440x3200 PNG screenshot stays well under this
+FAILED_HELLO_DELAY_S = 0.5  # every wrong answer costs the guesser this long before the refusal
 
 
 class BridgeError(RuntimeError):
@@ -71,6 +84,7 @@ class DeviceBridge:
         self._thread: threading.Thread | None = None
         self._server = None
         self.port = 0
+        self.throttle = FailureThrottle()
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> DeviceBridge:
@@ -130,14 +144,8 @@ class DeviceBridge:
 
     # ----------------------------------------------------------------- connections
     async def _handle(self, ws: ServerConnection) -> None:
-        try:
-            raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_S)  # the agent speaks first
-            hello = Hello.model_validate_json(raw)
-        except (TimeoutError, ValidationError, ConnectionClosed, TypeError) as e:
-            await self._refuse(ws, CLOSE_BAD_HELLO, f"expected a hello frame: {e}")
-            return
-        if not hmac.compare_digest(hello.token.encode(), self.token.encode()):
-            await self._refuse(ws, CLOSE_BAD_TOKEN, "bad token")
+        hello = await self._authenticate(ws)
+        if hello is None:
             return
         old = self.peers.get(hello.device_id)
         if old is not None:
@@ -149,7 +157,7 @@ class DeviceBridge:
         log.info("device %s connected (%s)", hello.device_id, hello.name)
         try:
             async for message in ws:
-                self._on_message(peer, message)
+                await self._on_message(peer, message)
         except ConnectionClosed:
             pass
         finally:
@@ -157,6 +165,39 @@ class DeviceBridge:
                 del self.peers[hello.device_id]
             self._fail_pending(peer, "device disconnected")
             log.info("device %s disconnected", hello.device_id)
+
+    async def _authenticate(self, ws: ServerConnection) -> Hello | None:
+        """Challenge, then check the hello's proof; None (after refusing) when it fails."""
+        client = str((ws.remote_address or ("unknown",))[0])
+        wait = self.throttle.retry_after(client)
+        if wait > 0:
+            await self._refuse(ws, CLOSE_THROTTLED, f"too many failed hellos; retry in {math.ceil(wait)} s")
+            return None
+        nonce = secrets.token_hex(16)
+        try:
+            await ws.send(Challenge(nonce=nonce).model_dump_json())
+            raw = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_S)  # the agent answers the challenge
+            hello = Hello.model_validate_json(raw)
+        except (TimeoutError, ValidationError, ConnectionClosed, TypeError) as e:
+            await self._refuse(ws, CLOSE_BAD_HELLO, f"expected a hello frame: {e}")
+            return None
+        if hello.token is not None:
+            await self._refuse(ws, CLOSE_BAD_HELLO, "a hello with the token in clear (protocol 1) is not accepted; "
+                                                    "answer the challenge with a proof (protocol 2)")
+            return None
+        expected = hello_proof(self.token, nonce, hello.device_id)
+        why = None
+        if not hmac.compare_digest(hello.nonce.encode(), nonce.encode()):
+            why = "hello does not answer this connection's challenge (replayed?)"
+        elif not hmac.compare_digest(hello.proof.encode(), expected.encode()):
+            why = "bad token"
+        if why is not None:
+            self.throttle.failed(client)
+            log.warning("device bridge: refused a hello for %r from %s: %s", hello.device_id, client, why)
+            await asyncio.sleep(FAILED_HELLO_DELAY_S)
+            await self._refuse(ws, CLOSE_BAD_TOKEN, why)
+            return None
+        return hello
 
     async def _refuse(self, ws: ServerConnection, code: int, message: str) -> None:
         try:
@@ -171,22 +212,36 @@ class DeviceBridge:
                 fut.set_exception(BridgeError(why))
         peer.pending.clear()
 
-    def _on_message(self, peer: _Peer, message: str | bytes) -> None:
+    async def _on_message(self, peer: _Peer, message: str | bytes) -> None:
+        """Route an answer to its call; a frame that cannot be routed gets an ``error`` frame back."""
+        problem = self._route(peer, message)
+        if problem is not None:
+            log.warning("device %s sent a bad frame: %s", peer.hello.device_id, problem)
+            try:
+                await peer.ws.send(ErrorFrame(message=problem[:300]).model_dump_json())
+            except ConnectionClosed:
+                pass
+
+    def _route(self, peer: _Peer, message: str | bytes) -> str | None:
         if isinstance(message, bytes):
-            request_id, payload = unpack_binary(message)
+            try:
+                request_id, payload = unpack_binary(message)
+            except ValueError as e:
+                return f"unreadable binary frame: {e}"
             result = peer.binary_wait.pop(request_id, None)
             fut = peer.pending.pop(request_id, None)
-            if fut is not None and result is not None and not fut.done():
+            if result is None:
+                return f"binary frame for request {request_id}, which awaits no binary payload"
+            if fut is not None and not fut.done():
                 fut.set_result({**result, "data": payload})
-            return
+            return None
         try:
             resp = RpcResponse.model_validate_json(message)
         except ValidationError as e:
-            log.warning("device %s sent an unreadable frame: %s", peer.hello.device_id, e)
-            return
+            return f"unreadable frame: {e.errors()[0].get('msg', 'invalid')}"
         fut = peer.pending.get(resp.id)
         if fut is None or fut.done():
-            return
+            return None  # a late answer to a call that timed out: nothing to do
         if resp.error is not None:
             peer.pending.pop(resp.id)
             fut.set_exception(BridgeError(f"device error {resp.error.code}: {resp.error.message}"))
@@ -195,6 +250,7 @@ class DeviceBridge:
         else:
             peer.pending.pop(resp.id)
             fut.set_result(resp.result or {})
+        return None
 
     # ----------------------------------------------------------------- calls
     async def acall(self, device_id: str, method: str, params: dict | None = None,

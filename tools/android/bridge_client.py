@@ -1,7 +1,8 @@
 """The phone side of the websocket bridge, for the simulator (a reference for a real phone app).
 
-Connects, says ``hello`` with the token, answers JSON-RPC requests, and reconnects with exponential
-backoff whenever the socket drops, until :meth:`BridgeAgent.stop`.
+Connects, answers the bridge's challenge with a ``hello`` that proves the token (never sent itself),
+answers JSON-RPC requests, and reconnects with exponential backoff whenever the socket drops, until
+:meth:`BridgeAgent.stop`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from websockets.sync.client import ClientConnection, connect
 
 from tools.android.bridge_protocol import (
     CLOSE_BAD_TOKEN,
+    CLOSE_THROTTLED,
     ERR_INTERNAL,
     ERR_INVALID_PARAMS,
     ERR_METHOD_NOT_FOUND,
     PARAMS,
-    Hello,
     RpcErrorBody,
     RpcRequest,
     RpcResponse,
     Welcome,
+    answer_challenge,
     pack_binary,
 )
 
@@ -69,8 +71,9 @@ class BridgeAgent:
             try:
                 with connect(self.url, max_size=None, open_timeout=5) as ws:
                     self._ws = ws
-                    ws.send(Hello(token=self.token, device_id=self.device_id, name=self.name,
-                                  screen=self.sim.size).model_dump_json())
+                    challenge = ws.recv(timeout=5)  # the bridge speaks first: a nonce for this connection
+                    ws.send(answer_challenge(challenge, self.token, self.device_id, name=self.name,
+                                             screen=self.sim.size).model_dump_json())
                     first = ws.recv(timeout=5)
                     if '"welcome"' not in str(first):
                         self.refused = str(first)
@@ -82,10 +85,10 @@ class BridgeAgent:
                     for message in ws:
                         self._answer(ws, message)
             except ConnectionClosed as e:
-                if e.rcvd is not None and e.rcvd.code == CLOSE_BAD_TOKEN:
+                if e.rcvd is not None and e.rcvd.code in (CLOSE_BAD_TOKEN, CLOSE_THROTTLED):
                     self.refused = e.rcvd.reason
                     return
-            except (OSError, TimeoutError, InvalidStatus, InvalidURI) as e:
+            except (OSError, TimeoutError, InvalidStatus, InvalidURI, ValidationError) as e:
                 log.debug("bridge connect failed: %s", e)
             finally:
                 self._ws = None
@@ -94,6 +97,9 @@ class BridgeAgent:
             backoff = min(backoff * 2, BACKOFF_MAX_S)
 
     def _answer(self, ws: ClientConnection, message: str | bytes) -> None:
+        if isinstance(message, str) and '"type":"error"' in message.replace(" ", ""):
+            log.warning("bridge reported an error: %s", message[:300])  # about a frame we sent; not a call
+            return
         try:
             req = RpcRequest.model_validate_json(message)
         except ValidationError as e:

@@ -2,27 +2,38 @@
 
 A phone-side agent connects to ``ws://HOST:PORT/device`` and speaks JSON text frames:
 
-1. agent -> bridge ``{"type": "hello", "token": "...", "device_id": "pixel-7", "screen": [1080, 2400]}``
-2. bridge -> agent ``{"type": "welcome", "device_id": "pixel-7", "protocol": 1}`` or an ``error``
-   frame followed by close code 4401 (bad token) / 4400 (bad hello).
-3. bridge -> agent JSON-RPC 2.0 requests ``{"jsonrpc": "2.0", "id": 7, "method": "tap", "params": {...}}``;
+1. bridge -> agent ``{"type": "challenge", "nonce": "<32 hex>", "protocol": 2}``: a fresh nonce for
+   this connection only.
+2. agent -> bridge ``{"type": "hello", "device_id": "pixel-7", "nonce": "<the nonce>",
+   "proof": "<hex HMAC-SHA256(token, 'omni-bridge-hello|' + nonce + '|' + device_id)>", "screen": [1080, 2400]}``.
+   The token never crosses the wire, and a captured hello is worthless on any other connection:
+   its nonce is not that connection's.
+3. bridge -> agent ``{"type": "welcome", "device_id": "pixel-7", "protocol": 2}`` or an ``error``
+   frame followed by close code 4401 (bad proof, or a replayed hello) / 4400 (bad hello) / 4429
+   (too many failed attempts from this address; retry later).
+4. bridge -> agent JSON-RPC 2.0 requests ``{"jsonrpc": "2.0", "id": 7, "method": "tap", "params": {...}}``;
    agent -> bridge responses ``{"jsonrpc": "2.0", "id": 7, "result": {...}}`` or
-   ``{"jsonrpc": "2.0", "id": 7, "error": {"code": -32601, "message": "..."}}``.
-4. ``screenshot`` answers ``{"result": {"binary": true, "format": "png", "size": N}}`` and then one
+   ``{"jsonrpc": "2.0", "id": 7, "error": {"code": -32601, "message": "..."}}``. A frame the bridge
+   cannot read is answered with an ``error`` frame; the connection stays up.
+5. ``screenshot`` answers ``{"result": {"binary": true, "format": "png", "size": N}}`` and then one
    binary frame: a 4-byte big-endian request id followed by the PNG bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: challenge-response hello (1 sent the token in clear and could be replayed)
 CLOSE_BAD_TOKEN = 4401  # 4000-4999: application close codes (RFC 6455); 401 mirrors HTTP Unauthorized
 CLOSE_BAD_HELLO = 4400
 CLOSE_REPLACED = 4409  # the same device_id connected again; the old socket is closed
+CLOSE_THROTTLED = 4429  # too many failed hellos from this address (429 mirrors HTTP Too Many Requests)
+PROOF_CONTEXT = b"omni-bridge-hello|"  # domain separation: this HMAC proves a hello, nothing else
 ERR_METHOD_NOT_FOUND = -32601  # JSON-RPC 2.0 reserved codes
 ERR_INVALID_PARAMS = -32602
 ERR_INTERNAL = -32603
@@ -31,14 +42,37 @@ BINARY_ID = struct.Struct(">I")
 Method = Literal["tap", "swipe", "key", "input", "screenshot", "state", "packages", "launch"]
 
 
+class Challenge(BaseModel):
+    type: Literal["challenge"] = "challenge"
+    nonce: str
+    protocol: int = PROTOCOL_VERSION
+
+
 class Hello(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["hello"] = "hello"
-    token: str
     device_id: str = Field(min_length=1, max_length=128)
+    nonce: str = Field("", max_length=128)
+    """The nonce of this connection's challenge."""
+    proof: str = Field("", max_length=128)
+    """:func:`hello_proof` of the shared token for this nonce and device id."""
+    token: str | None = None
+    """Protocol 1's token in clear: refused (it could be captured and replayed)."""
     name: str = ""
     screen: tuple[int, int] | None = None
     """Physical screen size (w, h) in pixels."""
+
+
+def hello_proof(token: str, nonce: str, device_id: str) -> str:
+    """HMAC-SHA256 of the shared token over this connection's nonce and the device id, in hex."""
+    msg = PROOF_CONTEXT + nonce.encode() + b"|" + device_id.encode()
+    return hmac.new(token.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def answer_challenge(challenge: str | bytes, token: str, device_id: str, **fields: Any) -> Hello:
+    """The hello that answers a challenge frame (what a phone-side agent sends)."""
+    nonce = Challenge.model_validate_json(challenge).nonce
+    return Hello(device_id=device_id, nonce=nonce, proof=hello_proof(token, nonce, device_id), **fields)
 
 
 class Welcome(BaseModel):

@@ -159,7 +159,8 @@ class AgentResponder:
                                                db.parent / (db.stem + "-artifacts"))
         all_tools = list(tools or [])
         if image_tools:
-            all_tools += ImageTools.lazy(engine, artifacts, preset=settings.model.preset).tools()
+            all_tools += ImageTools.lazy(engine, artifacts, preset=settings.model.preset, path=settings.model.path,
+                                         seed=settings.model.seed).tools()
         model = EngineChatModel(engine, artifacts=artifacts, max_tokens=settings.engine.default_max_tokens)
         self = cls(None, artifacts)  # type: ignore[arg-type]
 

@@ -169,7 +169,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             ctx.tool_choice = "generate_image"
             if not hasattr(args, "setting:agent.max_steps"):
                 max_steps = 1
-        tools = ImageTools.lazy(engine, store, preset=settings.model.preset, steps=args.image_steps).tools()
+        tools = ImageTools.lazy(engine, store, preset=settings.model.preset, path=settings.model.path,
+                                steps=args.image_steps).tools()
         graph = build_graph(model, tools, saver, max_steps=max_steps,
                             tool_timeout_s=settings.agent.tool_timeout_s, artifacts=store)
         runner = AgentRunner(graph, max_steps=max_steps)

@@ -195,7 +195,7 @@ def test_image_question_approval_and_gallery(tmp_path, browser_factory):
         responder = AgentResponder(AgentRunner(build_graph(model, tools, saver, tts=_ToneTTS(), artifacts=store)),
                                    store)
         app = make_app(settings, responder)
-        app.include_router(artifacts_router(store))
+        app.include_router(artifacts_router(store, settings))
         with _serve(app, settings) as srv:
             page = browser_factory()
             _connect(page, srv.http)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from audio.codec.base import CodecError, DecoderState, SpeechCodec, check_codes, check_wave
-from audio.codec.ming_config import DetokConfig, parse_detok_yaml
+from audio.codec.ming_config import DetokConfig, one_line, parse_detok_yaml
 from audio.codec.ming_flow import CausalFlow
 from audio.codec.ming_hift import HiFT, bake_weight_norm
 from audio.codec.ming_stream import MingStream, VoicePrompt
@@ -34,7 +34,7 @@ YAML_FILE = "audio_detokenizer_stream.yaml"
 FLOW_FILE = "flow_stream.pt"
 HIFT_FILE = "hift_v2.pt"
 REAL_YAML = Path(__file__).parent / "assets" / "ming_detok_stream.yaml"
-TINY_YAML = Path(__file__).parents[2] / "tests" / "fixtures" / "ming_detok" / YAML_FILE
+TINY_YAML = Path(__file__).parent / "assets" / "ming_detok_tiny.yaml"
 
 
 def seeded_state_dict(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -65,7 +65,7 @@ def _read(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a truncated / foreign file
-        raise CodecError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+        raise CodecError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {one_line(e)})") from None
 
 
 def _unwrap(path: Path, state: Any, kind: str) -> dict[str, torch.Tensor]:

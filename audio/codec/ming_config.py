@@ -22,6 +22,12 @@ import yaml
 from audio.codec.base import CodecError
 
 
+def one_line(err: BaseException, limit: int = 160) -> str:
+    """An exception's text on one line, shortened."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @dataclass
 class _New:
     """A ``!new:`` / ``!name:`` / ``!apply:`` node: the dotted path and its arguments."""
@@ -213,7 +219,7 @@ def parse_detok_yaml(path: str | Path) -> DetokConfig:
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise CodecError(f"{path}: not a readable detokenizer yaml ({type(e).__name__}: {e})") from None
+        raise CodecError(f"{path}: not a readable detokenizer yaml ({type(e).__name__}: {one_line(e)})") from None
     if not isinstance(raw, dict) or "flow" not in raw or "hift" not in raw:
         raise CodecError(f"{path}: a detokenizer yaml needs top-level 'flow' and 'hift' entries")
     top = _resolve(raw, raw)

@@ -218,3 +218,12 @@ def test_voice_prompt_validation():
         VoicePrompt.from_tensors(np.full(10, 5000), np.zeros((10, 80)), np.zeros(192))
     v = VoicePrompt.from_tensors(np.zeros((1, 10), int), np.zeros((1, 10, 80)), np.zeros((1, 192)))
     assert v.tokens.shape == (1, 10) and v.mel.shape == (1, 10, 80)
+
+
+def test_bench_ming_keys_quick():
+    from omni_agent.bench.ming_detok import ming_figures
+
+    result = ming_figures(quick=True)
+    assert result["ming_tensors_loaded"] == result["ming_tensors_expected"] == 558
+    assert result["ming_detok_rtf"] > 0 and result["ming_first_chunk_ms"] > 0
+    assert result["ming_detok_size"] == "tiny" and result["ming_sample_rate"] == 24000

@@ -1,0 +1,83 @@
+"""Figures of Ming's detokenizer for ``omni-agent bench speech`` (the ``ming_*`` keys).
+
+Without a checkpoint the modules have Ming 1.5's REAL sizes (``audio/codec/assets/ming_detok_stream.yaml``:
+1,121 flow + 328 HiFT tensors) with seeded random weights, saved in the release layout to a temporary
+folder and loaded back through the strict loader; with ``--opt ming=PATH`` (a checkpoint root or its
+``talker/``) the released files are loaded instead. ``--quick`` uses the tiny sizes. A 2 s clip (100
+random tokens, a random 50-token voice prompt) is streamed as the talker would feed it (token by token
+in groups of 10); ``ming_detok_rtf`` = wall time / audio time, ``ming_first_chunk_ms`` = time from the
+token that completes the first chunk (50 + 3 lookahead) to its PCM.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CLIP_TOKENS = 100  # 2 s of speech at 50 Hz
+PROMPT_TOKENS = 50
+
+
+def _release_copy(preset: str, folder: Path) -> Path:
+    """Seeded random weights of ``preset`` written in Ming's release layout."""
+    import torch
+
+    from audio.codec.ming import REAL_YAML, TINY_YAML, MingDetokenizer, seeded_state_dict
+    from audio.codec.ming_config import parse_detok_yaml
+
+    yaml_path = TINY_YAML if preset == "tiny" else REAL_YAML
+    flow, hift = MingDetokenizer.expected_shapes(parse_detok_yaml(yaml_path))
+    shutil.copy(yaml_path, folder / "audio_detokenizer_stream.yaml")
+    torch.save({"model": seeded_state_dict(flow, 0)}, folder / "flow_stream.pt")
+    torch.save(seeded_state_dict(hift, 1), folder / "hift_v2.pt")
+    return folder
+
+
+def ming_figures(quick: bool, path: str | None = None, device: str = "cpu", dtype: Any = None) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from audio.codec.ming import MingDetokenizer
+
+    dtype = dtype or torch.float32
+    with tempfile.TemporaryDirectory() as tmp:
+        size = "checkpoint" if path else ("tiny" if quick else "real")
+        src = Path(path) if path else _release_copy(size, Path(tmp))
+        t0 = time.perf_counter()
+        det = MingDetokenizer.from_pretrained(src, device=device, dtype=dtype)
+        load_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    voice = det.make_voice(rng.integers(0, 4096, PROMPT_TOKENS),
+                           rng.standard_normal((PROMPT_TOKENS * det.cfg.flow.token_mel_ratio, 80)),
+                           rng.standard_normal(192))
+    tokens = rng.integers(0, 4096, CLIP_TOKENS)
+    det.synthesize(tokens[:5], voice)  # warm-up: first calls allocate and pick kernels
+
+    def sync() -> None:
+        if det.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    st = det.stream(voice)
+    first_ms, n, t0 = None, 0, time.perf_counter()
+    for i in range(0, CLIP_TOKENS, 10):
+        t_push = time.perf_counter()
+        pcm = st.push(tokens[i:i + 10])
+        sync()
+        if len(pcm) and first_ms is None:
+            first_ms = (time.perf_counter() - t_push) * 1000
+        n += len(pcm)
+    n += len(st.finish())
+    sync()
+    wall = time.perf_counter() - t0
+    return {
+        "ming_detok_rtf": wall / (n / det.sample_rate),
+        "ming_first_chunk_ms": first_ms,
+        "ming_tensors_loaded": det.tensors_loaded,
+        "ming_tensors_expected": det.tensors_expected,
+        "ming_detok_size": size,
+        "ming_sample_rate": det.sample_rate,
+        "ming_load_s": load_s,
+    }

@@ -180,7 +180,7 @@ class UpsampleConformerEncoder(nn.Module):
         ctx = self.embed(context) if context is not None and context.shape[1] > 0 else None
         t = x.shape[1]
         mask = chunk_mask(t, cfg.static_chunk_size, x.device) if streaming and cfg.static_chunk_size > 0 else None
-        pos = rel_positions(t, x.shape[2], x.device)
+        pos = rel_positions(t, x.shape[2], x.device).to(x.dtype)
         x = self.pre_lookahead_layer(x, ctx)
         for layer in self.encoders:
             x = layer(x, mask, pos)
@@ -189,7 +189,7 @@ class UpsampleConformerEncoder(nn.Module):
         t = x.shape[1]
         chunk = cfg.static_chunk_size * cfg.up_stride
         mask = chunk_mask(t, chunk, x.device) if streaming and chunk > 0 else None
-        pos = rel_positions(t, x.shape[2], x.device)
+        pos = rel_positions(t, x.shape[2], x.device).to(x.dtype)
         for layer in self.up_encoders:
             x = layer(x, mask, pos)
         return self.after_norm(x) if cfg.normalize_before else x

@@ -36,6 +36,7 @@ def main() -> int:
     import torch
 
     from audio.codec.ming import MingDetokenizer
+    from omni_agent.bench.ming_detok import time_stream
 
     if args.cpu_smoke:
         device, preset, args.seconds = "cpu", "tiny", min(args.seconds, 2.0)
@@ -69,18 +70,7 @@ def main() -> int:
     offline_s = time.perf_counter() - t0
     audio_s = len(wave) / det.sample_rate
 
-    st = det.stream(voice)
-    first_ms, n, t0 = None, 0, time.perf_counter()
-    for i in range(0, len(tokens), 10):
-        t_push = time.perf_counter()
-        pcm = st.push(tokens[i:i + 10])
-        sync()
-        if len(pcm) and first_ms is None:
-            first_ms = (time.perf_counter() - t_push) * 1000
-        n += len(pcm)
-    n += len(st.finish())
-    sync()
-    stream_s = time.perf_counter() - t0
+    stream_s, first_ms, n = time_stream(det, voice, tokens)
 
     mel_diff = None
     if dtype != torch.float32 and not args.model:

@@ -36,6 +36,29 @@ def _release_copy(preset: str, folder: Path) -> Path:
     return folder
 
 
+def time_stream(det: Any, voice: Any, tokens: Any, group: int = 10) -> tuple[float, float | None, int]:
+    """Stream ``tokens`` ``group`` at a time through a fresh session -> (wall seconds, ms from the push
+    that completes the first chunk to its PCM, samples out)."""
+    import torch
+
+    def sync() -> None:
+        if det.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    st = det.stream(voice)
+    first_ms, n, t0 = None, 0, time.perf_counter()
+    for i in range(0, len(tokens), group):
+        t_push = time.perf_counter()
+        pcm = st.push(tokens[i:i + group])
+        sync()
+        if len(pcm) and first_ms is None:
+            first_ms = (time.perf_counter() - t_push) * 1000
+        n += len(pcm)
+    n += len(st.finish())
+    sync()
+    return time.perf_counter() - t0, first_ms, n
+
+
 def ming_figures(quick: bool, path: str | None = None, device: str = "cpu", dtype: Any = None) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -56,22 +79,7 @@ def ming_figures(quick: bool, path: str | None = None, device: str = "cpu", dtyp
     tokens = rng.integers(0, 4096, CLIP_TOKENS)
     det.synthesize(tokens[:5], voice)  # warm-up: first calls allocate and pick kernels
 
-    def sync() -> None:
-        if det.device.type == "cuda":
-            torch.cuda.synchronize()
-
-    st = det.stream(voice)
-    first_ms, n, t0 = None, 0, time.perf_counter()
-    for i in range(0, CLIP_TOKENS, 10):
-        t_push = time.perf_counter()
-        pcm = st.push(tokens[i:i + 10])
-        sync()
-        if len(pcm) and first_ms is None:
-            first_ms = (time.perf_counter() - t_push) * 1000
-        n += len(pcm)
-    n += len(st.finish())
-    sync()
-    wall = time.perf_counter() - t0
+    wall, first_ms, n = time_stream(det, voice, tokens)
     return {
         "ming_detok_rtf": wall / (n / det.sample_rate),
         "ming_first_chunk_ms": first_ms,

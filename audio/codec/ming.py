@@ -124,8 +124,9 @@ class MingDetokenizer(SpeechCodec):
     # -- construction -----------------------------------------------------------------------------
     @staticmethod
     def expected_shapes(cfg: DetokConfig) -> tuple[dict[str, tuple], dict[str, tuple]]:
-        """Names and shapes of the release's flow and HiFT tensors for ``cfg``."""
-        flow, hift = CausalFlow(cfg.flow), HiFT(cfg.hift)
+        """Names and shapes of the release's flow and HiFT tensors for ``cfg`` (built on the meta device)."""
+        with torch.device("meta"):
+            flow, hift = CausalFlow(cfg.flow), HiFT(cfg.hift)
         return ({k: tuple(v.shape) for k, v in flow.state_dict().items()},
                 {k: tuple(v.shape) for k, v in hift.state_dict().items()})
 

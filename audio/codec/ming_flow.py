@@ -31,7 +31,7 @@ NOISE_FRAMES = 50 * 300  # Ming's fixed noise covers 300 s of mel
 
 def fixed_noise() -> torch.Tensor:
     """[1, 80, 15000]: Ming's ``set_all_random_seed(0); torch.randn([1, 80, 50 * 300])``."""
-    return torch.randn(1, N_MELS, NOISE_FRAMES, generator=torch.Generator().manual_seed(0))
+    return torch.randn(1, N_MELS, NOISE_FRAMES, generator=torch.Generator().manual_seed(0), device="cpu")
 
 
 class CausalConv1d(nn.Conv1d):

@@ -51,14 +51,6 @@ def test_streaming_equals_offline_mel_vq(codec, speech_codes, seed):
     assert np.abs(streamed - offline).max() <= STREAM_TOL
 
 
-def test_streaming_equals_offline_ming_tiny():
-    codec = load_codec("ming")
-    codes = np.random.default_rng(3).integers(0, 4096, 130)
-    offline = codec.decode(codes)
-    assert len(offline) == 130 * 441 and codec.sample_rate == 22050
-    assert np.abs(stream_decode(codec, codes, 5) - offline).max() <= STREAM_TOL
-
-
 def test_chunk_edges_have_no_discontinuity(codec, speech_codes):
     y = codec.decode(speech_codes)
     step = np.abs(np.diff(y))
@@ -120,22 +112,3 @@ def test_bad_inputs(codec):
     with pytest.raises(CodecError):
         dec.push([-1])
     assert dec.flush().size == 0  # nothing pushed: nothing out
-
-
-def test_ming_layout_errors(tmp_path):
-    import torch
-
-    from audio.codec.ming import MingDetokenizer
-
-    with pytest.raises(CodecError, match="flow.pt"):
-        MingDetokenizer.from_pretrained(tmp_path)
-    tiny = MingDetokenizer.build("tiny", seed=1)
-    (tmp_path / "talker").mkdir()
-    torch.save(tiny.flow.state_dict(), tmp_path / "talker" / "flow.pt")
-    torch.save(tiny.hift.state_dict(), tmp_path / "talker" / "hift.pt")
-    loaded = MingDetokenizer.from_pretrained(tmp_path, preset="tiny")
-    codes = np.arange(60) % 4096
-    assert np.allclose(loaded.decode(codes), tiny.decode(codes), atol=1e-6)
-    torch.save({"input_embedding.weight": torch.zeros(3, 3)}, tmp_path / "talker" / "flow.pt")
-    with pytest.raises(CodecError, match="missing or of another shape"):
-        MingDetokenizer.from_pretrained(tmp_path, preset="tiny")

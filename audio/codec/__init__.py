@@ -3,8 +3,9 @@
 Backends behind ``SpeechCodec``:
 
 - ``mel-vq`` (``MelVQCodec``): VQ over log-mel frames, Griffin-Lim decoding; no neural weights.
-- ``ming`` (``MingDetokenizer``): Ming's detokenizer architecture (flow matching codes -> mel, a
-  HiFT-style vocoder at 22.05 kHz); loads a checkpoint's ``talker/`` files, or random tiny weights.
+- ``ming`` (``MingDetokenizer``): Ming-Lite-Omni 1.5's detokenizer (upsampling Conformer + causal flow
+  matching -> mel, HiFT -> 24 kHz, Ming's streaming caches); ``path=`` loads a checkpoint's ``talker/``
+  files strictly, without it seeded random tiny weights.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """``omni-agent bench speech``: codec token rate, BPE compression on held-out speech, detokenizer
-speed and time to first audio.
+speed and time to first audio; ``ming_*`` keys: Ming's flow + HiFT detokenizer (``bench/ming_detok.py``,
+``--opt ming=CHECKPOINT`` to load released files).
 
 Held-out speech is synthesised at bench time with espeak-ng from the held-out word lists and
 voices (``audio.codec.espeak.HELDOUT_VOICES``), which neither the codebook nor the BPE saw, and is
@@ -96,7 +97,10 @@ def speech(ctx: BenchContext) -> dict[str, Any]:
     detok_cpu_rtf = (time.process_time() - c0) / (n / codec.sample_rate)  # CPU seconds: robust to a busy machine
 
     reduction = 1 - n_tokens / n_codes
+    from omni_agent.bench.ming_detok import ming_figures  # Ming's flow + HiFT (real sizes unless --quick)
+
     return {
+        **ming_figures(ctx.quick, ctx.options.get("ming")),
         "codes_hz": n_codes / seconds,
         "bpe_tokens_hz": n_tokens / seconds,
         "bpe_rate_reduction": reduction,

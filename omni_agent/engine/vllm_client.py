@@ -8,8 +8,9 @@ preprocessed media), sends token ids + media tensors, and turns the streamed tok
 ``GenerationOutput`` deltas (detokenisation and stop strings here, as in the embedded engine).
 
 What differs from the embedded engine, by design:
-- ``json_schema`` (constrained decoding) is refused with a clear error: the vLLM server runs without
-  a tokenizer (token ids in and out), which vLLM's structured outputs need.
+- ``json_schema`` goes to vLLM's structured outputs (xgrammar, compact JSON). The embedded engine also
+  narrows the grammar when a request's token budget runs short so the JSON always closes; vLLM does not,
+  so a model that rambles inside a string can hit ``max_tokens`` with unfinished JSON.
 - ``return_hidden``: vLLM's generate path returns no hidden states; outputs carry ``hidden=None`` and the
   talker speaks from text, which is how Ming 1.5 drives its talker anyway (logged once).
 - ``thinker``: image-generation conditions need the thinker's hidden states over learned query embeddings
@@ -78,12 +79,9 @@ def encode_prompt(prompt: Any) -> dict[str, Any]:
 
 def sampling_payload(request: GenerationRequest, max_tokens: int, eos_ids: set[int]) -> dict[str, Any]:
     sp = request.sampling
-    if sp.json_schema is not None:
-        raise InvalidRequest("json_schema (constrained decoding) is not available with --engine vllm; "
-                             "use the embedded engine for response_format / forced tool calls")
     return {"temperature": sp.temperature, "top_p": sp.top_p, "top_k": sp.top_k or -1,
             "repetition_penalty": sp.repetition_penalty, "max_tokens": max_tokens, "seed": sp.seed,
-            "stop_token_ids": sorted(set(sp.stop_token_ids) | eos_ids)}
+            "stop_token_ids": sorted(set(sp.stop_token_ids) | eos_ids), "json_schema": sp.json_schema}
 
 
 class VllmEngine:

@@ -34,7 +34,6 @@ from omni_agent.engine.request import (
     EngineError,
     GenerationOutput,
     GenerationRequest,
-    InvalidRequest,
     RequestState,
 )
 
@@ -115,15 +114,21 @@ class VllmEngine:
 
     # --- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Open the HTTP client and check that the server answers (idempotent).
+        """Open the HTTP client (idempotent). A server that does not answer yet is logged, not fatal:
+        each request then fails with ``VllmUnavailable`` until it does, and sessions carry on."""
+        if self._client is None:
+            import httpx
 
-        Raises:
-            VllmUnavailable: the server does not answer ``GET /health``.
-        """
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s, connect=10.0))
+        try:
+            await self.check()
+        except VllmUnavailable as e:
+            log.error("%s", e)
+
+    async def check(self) -> None:
+        """Raise ``VllmUnavailable`` unless the server answers ``GET /health``."""
         import httpx
 
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s, connect=10.0))
         try:
             r = await self._client.get(f"{self.url}/health")
             r.raise_for_status()

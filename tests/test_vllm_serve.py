@@ -1,0 +1,131 @@
+"""``omni-agent serve --engine vllm``: the serve command's app with the thinker in a real vLLM server.
+
+A spoken realtime turn and a chat completion with media run through the agent graph and vLLM (the
+plugin on the tiny preset's checkpoint); an unreachable or dying vLLM gives a clear error while the
+session and the server carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from omni_agent.engine import EngineError, GenerationRequest, SamplingParams
+from omni_agent.engine.vllm_client import VllmEngine, VllmUnavailable
+from omni_agent.engine.vllm_server import free_port
+from omni_agent.model.processor import OmniProcessor
+from omni_agent.realtime.testing import LiveServer, RealtimeClient, stream_audio, utterance
+from omni_agent.settings import Settings
+
+
+def _settings(tmp_path, **engine) -> Settings:
+    return Settings.model_validate({"engine": {"backend": "vllm", "max_model_len": 4096, **engine},
+                                    "agent": {"checkpoint_db": str(tmp_path / "sessions.sqlite")}})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, monkeypatch_module):
+    from omni_agent.commands.serve import build_app
+
+    tmp = tmp_path_factory.mktemp("vllm_serve")
+    monkeypatch_module.setenv("OMNI_AGENT_CACHE", str(tmp / "cache"))
+    app = build_app(_settings(tmp))
+    with LiveServer(app, lifespan="on") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+async def test_spoken_turn_through_vllm(server):
+    health = httpx.get(f"{server.http}/health").json()
+    assert health["engine"]["engine"] == "vllm"
+    c = await RealtimeClient.connect(server.url)
+    await c.wait_for("session.created")
+    await c.send({"type": "session.update", "session": {"type": "realtime", "max_output_tokens": 8,
+                                                        "tool_choice": "none"}})
+    await c.wait_for("session.updated")
+    await stream_audio(c, utterance("Hello, can you hear me?", 0.4, 1.0))
+    done = await c.wait_for("response.done", timeout=240)
+    assert done["response"]["status"] in ("completed", "incomplete")
+    assert 0 < done["response"]["usage"]["output_tokens"] <= 8
+    audio = b"".join(base64.b64decode(e["delta"]) for e in c.of("response.output_audio.delta"))
+    assert len(audio) > 2 * 2400
+    assert httpx.get(f"{server.http}/health").json()["engine"]["tokens_generated"] > 0
+    await c.close()
+
+
+def test_chat_completion_with_image_and_audio_through_vllm(server):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (56, 84, 3), dtype=np.uint8)).save(buf, "PNG")
+    png = base64.b64encode(buf.getvalue()).decode()
+    body = {"model": "tiny", "max_tokens": 6, "temperature": 0, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+        {"type": "text", "text": "What is in the picture?"}]}]}
+    r = httpx.post(f"{server.http}/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    usage = r.json()["usage"]
+    assert usage["prompt_tokens"] > 100 and 0 < usage["completion_tokens"] <= 6  # the image's placeholders went in
+
+
+async def test_unreachable_vllm_is_a_clear_error_and_the_session_survives(tmp_path):
+    from omni_agent.commands.serve import build_app
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with LiveServer(build_app(_settings(tmp_path, vllm_url=url)), lifespan="on") as srv:
+        c = await RealtimeClient.connect(srv.url)
+        await c.wait_for("session.created")
+        await c.send({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                                    "content": [{"type": "input_text", "text": "Hi"}]}})
+        await c.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
+        done = await c.wait_for("response.done", timeout=60)
+        assert done["response"]["status"] == "failed"
+        assert url in json.dumps(done) + json.dumps(c.of("error"))  # the error names the vLLM server
+        await c.send({"type": "session.update", "session": {"type": "realtime", "instructions": "still here"}})
+        await c.wait_for("session.updated")  # the session lives on
+        await c.close()
+
+
+async def test_vllm_dying_mid_stream_is_an_engine_error():
+    """A server that sends one delta and drops the connection: the stream ends with VllmUnavailable."""
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/ming/generate")
+    def generate() -> StreamingResponse:
+        def lines():
+            yield json.dumps({"token_ids": [300], "finished": False}) + "\n"
+            raise RuntimeError("engine process died")
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    processor = OmniProcessor.for_preset("tiny")
+    with LiveServer(app) as srv:
+        engine = VllmEngine(srv.http, processor, max_model_len=4096)
+        await engine.start()
+        req = GenerationRequest("r1", processor([{"role": "user", "content": "Hi"}]), SamplingParams(max_tokens=8))
+        got = []
+        with pytest.raises(VllmUnavailable, match=srv.http):
+            async for out in engine.generate(req):
+                got += out.token_ids
+        assert got == [300]
+        assert issubclass(VllmUnavailable, EngineError)
+        await engine.shutdown()
+        await asyncio.sleep(0)

@@ -49,7 +49,8 @@ def monkeypatch_module():
 
 
 async def test_spoken_turn_through_vllm(server):
-    health = httpx.get(f"{server.http}/health").json()
+    async with httpx.AsyncClient() as http:
+        health = (await http.get(f"{server.http}/health")).json()
     assert health["engine"]["engine"] == "vllm"
     c = await RealtimeClient.connect(server.url)
     await c.wait_for("session.created")
@@ -62,7 +63,8 @@ async def test_spoken_turn_through_vllm(server):
     assert 0 < done["response"]["usage"]["output_tokens"] <= 8
     audio = b"".join(base64.b64decode(e["delta"]) for e in c.of("response.output_audio.delta"))
     assert len(audio) > 2 * 2400
-    assert httpx.get(f"{server.http}/health").json()["engine"]["tokens_generated"] > 0
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{server.http}/health")).json()["engine"]["tokens_generated"] > 0
     await c.close()
 
 

@@ -5,7 +5,8 @@
 # 2.11 is ABI-tied to it), so vLLM lives in its own environment and the runtime talks to it over HTTP.
 #
 # Idempotent like scripts/setup.sh: a stamp names the lock, the plugin's sources and the Python version;
-# a second run only checks that vLLM and the plugin import (a few seconds). Cold: 2-4 minutes.
+# a second run returns at once; a changed plugin is reinstalled (seconds); a changed lock rebuilds the env
+# (cold: 2-4 minutes, most of it downloading).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -13,7 +14,7 @@ VENV=${VLLM_VENV:-.venv-vllm}
 WHEELS=${VLLM_TORCH_WHEELS:-/opt/wheels}  # where torch-2.13.0+cpu lies (not on PyPI's default index)
 STAMP="$VENV/.omni-agent-vllm-installed"
 
-want=$(cat requirements-vllm.lock omni_agent_vllm/pyproject.toml omni_agent_vllm/omni_agent_vllm/*.py \
+want=$(cat requirements-vllm.lock vllm_plugin/pyproject.toml vllm_plugin/omni_agent_vllm/*.py \
   | sha256sum | cut -d' ' -f1)-$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')
 have=$(cat "$STAMP" 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
@@ -30,13 +31,13 @@ if [ "$want" != "$have" ]; then
   fi
   echo "setup-vllm: installing the plugin (omni_agent_vllm) into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
-    --force-reinstall ./omni_agent_vllm
+    --force-reinstall ./vllm_plugin
+  # After an install: vLLM imports and the plugin is registered through its entry point (about 10 s, so
+  # not repeated when the stamp matches).
+  if ! VLLM_LOGGING_LEVEL=WARNING "$VENV/bin/python" -m omni_agent_vllm.check; then
+    echo "setup-vllm: FAILED: vLLM or the plugin does not load in $VENV" >&2
+    exit 1
+  fi
+  echo "$want" > "$STAMP"
 fi
-# Runs every time: vLLM imports and the plugin is registered through its entry point.
-if ! VLLM_LOGGING_LEVEL=WARNING "$VENV/bin/python" -m omni_agent_vllm.check; then
-  rm -f "$STAMP"
-  echo "setup-vllm: FAILED: vLLM or the plugin does not load in $VENV" >&2
-  exit 1
-fi
-echo "$want" > "$STAMP"
 echo "setup-vllm: ready ($VENV)"

@@ -35,7 +35,7 @@ def server(tmp_path_factory, monkeypatch_module):
     from omni_agent.commands.serve import build_app
 
     tmp = tmp_path_factory.mktemp("vllm_serve")
-    monkeypatch_module.setenv("OMNI_AGENT_CACHE", str(tmp / "cache"))
+    monkeypatch_module.setenv("OMNI_VLLM_CACHE", str(tmp / "cache"))
     app = build_app(_settings(tmp))
     with LiveServer(app, lifespan="on") as srv:
         yield srv

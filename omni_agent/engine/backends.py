@@ -19,7 +19,7 @@ def preset_checkpoint(preset: str, seed: int) -> Path:
     """A folder holding the seeded random weights of ``preset`` (written on first use)."""
     from omni_agent.model.thinker import Thinker
 
-    root = Path(os.environ.get("OMNI_AGENT_CACHE", Path.home() / ".cache" / "omni-agent")) / "vllm"
+    root = Path(os.environ.get("OMNI_VLLM_CACHE", Path.home() / ".cache" / "omni-agent")) / "vllm"
     path = root / f"{preset}-seed{seed}"
     if not (path / "config.json").is_file():
         Thinker.from_preset(preset, seed=seed).save_pretrained(path)
@@ -44,9 +44,11 @@ def engine_from_settings(settings: Any) -> Any:
 
     path = str(m.path) if m.path else str(preset_checkpoint(m.preset, m.seed))
     processor = OmniProcessor.from_pretrained(path)
+    # vLLM refuses a length past the model's positions (the tiny preset has 4096)
+    max_len = min(e.max_model_len, processor.config.llm.max_position_embeddings)
     server, url = None, e.vllm_url
     if url is None:
-        server = VllmServer(path, max_model_len=e.max_model_len, extra_args=list(e.vllm_args))
+        server = VllmServer(path, max_model_len=max_len, extra_args=list(e.vllm_args))
         url = server.start()
         log.info("vLLM server with the Ming plugin on %s (model %s)", url, path)
-    return VllmEngine(url, processor, max_model_len=e.max_model_len, model_path=path, server=server)
+    return VllmEngine(url, processor, max_model_len=max_len, model_path=path, server=server)

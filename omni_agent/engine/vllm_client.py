@@ -223,6 +223,11 @@ class VllmEngine:
         except (httpx.HTTPError, AttributeError):  # server gone or client closed: nothing left to free
             pass
 
+    async def reset_cache(self) -> None:
+        """Drop the server's reusable KV prefixes and cached media (benchmarks)."""
+        r = await self._client.post(f"{self.url}/ming/reset_cache")
+        r.raise_for_status()
+
     def stats(self) -> dict[str, Any]:
         return {"engine": "vllm", "url": self.url, "running": len(self._running), "requests": self.requests,
                 "failures": self.failures, "tokens_generated": self.tokens_generated}

@@ -2,7 +2,7 @@
 greedy jobs (tests and ``bench engine --engine vllm``).
 
 The environment is ``.venv-vllm`` at the repository root (``make vllm``) or the Python named by
-``OMNI_AGENT_VLLM_PYTHON``. The server is ``python -m omni_agent_vllm.serve`` (vLLM's ``AsyncLLM`` with
+``OMNI_VLLM_PYTHON``. The server is ``python -m omni_agent_vllm.serve`` (vLLM's ``AsyncLLM`` with
 the plugin); it gets the CPU settings of issue 17 unless the caller's environment sets them.
 """
 
@@ -33,13 +33,13 @@ def vllm_python() -> str:
     """The vLLM environment's Python.
 
     Raises:
-        VllmEnvMissing: neither ``OMNI_AGENT_VLLM_PYTHON`` nor ``.venv-vllm/bin/python`` exists.
+        VllmEnvMissing: neither ``OMNI_VLLM_PYTHON`` nor ``.venv-vllm/bin/python`` exists.
     """
-    explicit = os.environ.get("OMNI_AGENT_VLLM_PYTHON")
+    explicit = os.environ.get("OMNI_VLLM_PYTHON")
     path = Path(explicit) if explicit else REPO / ".venv-vllm" / "bin" / "python"
     if not path.exists():
         raise VllmEnvMissing(f"no vLLM environment at {path}: run `make vllm` (scripts/setup_vllm.sh) or set "
-                             "OMNI_AGENT_VLLM_PYTHON to a Python with vllm and omni-agent-vllm installed")
+                             "OMNI_VLLM_PYTHON to a Python with vllm and omni-agent-vllm installed")
     return str(path)
 
 

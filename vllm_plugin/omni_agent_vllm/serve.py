@@ -14,6 +14,7 @@ Routes:
   answers NDJSON lines ``{"token_ids": [new ids], "finished", "finish_reason", "cached_tokens"}``; a bad
   request is a 400 with ``{"error": ...}`` before any line.
 - ``POST /ming/abort``: ``{"request_id"}``.
+- ``POST /ming/reset_cache``: drop the prefix and media caches.
 - ``GET /health``.
 """
 
@@ -47,6 +48,12 @@ def build_app(engine: Any) -> FastAPI:
         body = await request.json()
         await engine.abort(str(body["request_id"]))
         return {"aborted": True}
+
+    @app.post("/ming/reset_cache")
+    async def reset_cache() -> dict[str, bool]:
+        """Drop reusable KV prefixes and cached media (benchmarks measure cold and warm requests)."""
+        await engine.reset_mm_cache()
+        return {"reset": bool(await engine.reset_prefix_cache())}
 
     @app.post("/ming/generate")
     async def generate(request: Request) -> Any:

@@ -28,6 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def _last_json(stdout: str) -> dict:
+    """The last JSON object line (vLLM logs to stdout too, also after the result)."""
+    return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vllm-python", default=None)
@@ -62,13 +67,13 @@ def main() -> int:
         if proc.returncode != 0:
             print(proc.stderr[-4000:], file=sys.stderr)
             return 1
-        out["vllm"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        out["vllm"] = _last_json(proc.stdout)
     if not a.skip_embedded:
         proc = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_thinker_decode.py"), "--batches",
                                *map(str, a.batches), "--prompt", str(a.prompt), "--steps", str(a.steps)],
                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
         if proc.returncode == 0:
-            out["embedded"] = json.loads(proc.stdout.strip().splitlines()[-1])
+            out["embedded"] = _last_json(proc.stdout)
         else:
             out["embedded_error"] = proc.stderr[-2000:]
     for b in a.batches:

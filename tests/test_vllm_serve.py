@@ -68,7 +68,7 @@ async def test_spoken_turn_through_vllm(server):
     await c.close()
 
 
-def test_chat_completion_with_image_and_audio_through_vllm(server):
+def test_chat_completion_with_an_image_through_vllm(server):
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (56, 84, 3), dtype=np.uint8)).save(buf, "PNG")
     png = base64.b64encode(buf.getvalue()).decode()

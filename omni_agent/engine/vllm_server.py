@@ -99,7 +99,7 @@ class VllmServer:
 
         cmd = [vllm_python(), "-m", "omni_agent_vllm.serve", "--model", self.model_path, "--host", "127.0.0.1",
                "--port", str(self.port), "--max-model-len", str(self.max_model_len), *self.extra_args]
-        self._log = open(self.log_path, "w") if self.log_path else tempfile.TemporaryFile("w+")  # noqa: SIM115
+        self._log = open(self.log_path, "w+") if self.log_path else tempfile.TemporaryFile("w+")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, env=_env(), stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=tempfile.gettempdir())
         deadline = time.monotonic() + timeout_s
@@ -116,12 +116,12 @@ class VllmServer:
         raise RuntimeError(f"vLLM server did not answer within {timeout_s:.0f} s:\n{self._tail()}")
 
     def _tail(self) -> str:
+        """The last lines the server wrote (for error messages)."""
         if self._log is None:
             return ""
         self._log.flush()
-        self._log.seek(0) if not self.log_path else None
-        text = Path(self.log_path).read_text() if self.log_path else self._log.read()
-        return text[-3000:]
+        self._log.seek(0)
+        return self._log.read()[-3000:]
 
     def stop(self) -> None:
         """Terminate the server (kill after 10 s)."""

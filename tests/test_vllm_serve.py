@@ -177,3 +177,15 @@ def test_local_thinker_for_image_conditions_loads_on_first_use(server, tmp_path)
     assert proxy.hidden_size == 128 and proxy._model is None  # the realtime responder's check loads nothing
     ref = Thinker.from_pretrained(path)
     assert torch.equal(proxy.model.lm_head.weight, ref.model.lm_head.weight)
+
+
+def test_serve_without_a_vllm_environment_says_how_to_build_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMNI_VLLM_PYTHON": str(tmp_path / "none" / "python"), "OMNI_VLLM_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "omni_agent", "serve", "--engine", "vllm", "--port", "0"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "make vllm" in proc.stderr and "Traceback" not in proc.stderr

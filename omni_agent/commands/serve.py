@@ -53,9 +53,17 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
     import uvicorn
 
-    app = build_app(settings)
+    from omni_agent.engine.vllm_server import VllmEnvMissing, VllmStartError
+
+    try:
+        app = build_app(settings)
+    except (VllmEnvMissing, VllmStartError) as e:  # --engine vllm without a usable vLLM: say so, no traceback
+        print(f"omni-agent: error: {e}", file=sys.stderr)
+        return 2
     log.info("serving %s on http://%s:%d", settings.model.path or settings.model.preset,
              settings.server.host, settings.server.port)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port,

@@ -31,7 +31,8 @@ def engine_from_settings(settings: Any) -> Any:
 
     Raises:
         omni_agent.engine.vllm_server.VllmEnvMissing: ``vllm`` without a vLLM environment.
-        RuntimeError: the started vLLM server did not come up (its log tail is in the message).
+        omni_agent.engine.vllm_server.VllmStartError: the started vLLM server did not come up (its log tail
+            is in the message).
     """
     e, m = settings.engine, settings.model
     if e.backend == "embedded":

@@ -29,6 +29,10 @@ class VllmEnvMissing(RuntimeError):
     """No vLLM environment: the message says how to build one."""
 
 
+class VllmStartError(RuntimeError):
+    """The vLLM server exited or did not answer in time; the message ends with its log tail."""
+
+
 def vllm_python() -> str:
     """The vLLM environment's Python.
 
@@ -93,7 +97,7 @@ class VllmServer:
 
         Raises:
             VllmEnvMissing: no vLLM environment.
-            RuntimeError: the server exited or did not answer within ``timeout_s`` (its log tail included).
+            VllmStartError: the server exited or did not answer within ``timeout_s`` (its log tail included).
         """
         import httpx
 
@@ -105,7 +109,7 @@ class VllmServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited with {self.proc.returncode}:\n{self._tail()}")
+                raise VllmStartError(f"vLLM server exited with {self.proc.returncode}:\n{self._tail()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
                     return self.url
@@ -113,7 +117,7 @@ class VllmServer:
                 pass
             time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"vLLM server did not answer within {timeout_s:.0f} s:\n{self._tail()}")
+        raise VllmStartError(f"vLLM server did not answer within {timeout_s:.0f} s:\n{self._tail()}")
 
     def _tail(self) -> str:
         """The last lines the server wrote (for error messages)."""

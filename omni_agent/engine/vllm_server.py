@@ -8,8 +8,10 @@ the plugin); it gets the CPU settings of issue 17 unless the caller's environmen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -104,8 +106,9 @@ class VllmServer:
         cmd = [vllm_python(), "-m", "omni_agent_vllm.serve", "--model", self.model_path, "--host", "127.0.0.1",
                "--port", str(self.port), "--max-model-len", str(self.max_model_len), *self.extra_args]
         self._log = open(self.log_path, "w+") if self.log_path else tempfile.TemporaryFile("w+")  # noqa: SIM115
+        # its own process group: vLLM spawns an engine process and a resource tracker that must go with it
         self.proc = subprocess.Popen(cmd, env=_env(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=tempfile.gettempdir())
+                                     cwd=tempfile.gettempdir(), start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -128,14 +131,19 @@ class VllmServer:
         return self._log.read()[-3000:]
 
     def stop(self) -> None:
-        """Terminate the server (kill after 10 s)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        """Terminate the server and the processes it spawned (its process group; SIGKILL after 10 s)."""
+        if self.proc is not None:
             try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+            except ProcessLookupError:  # already gone
+                pass
+            with contextlib.suppress(ProcessLookupError):  # stragglers of the group (resource tracker)
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc = None
         if self._log is not None:
             self._log.close()
             self._log = None

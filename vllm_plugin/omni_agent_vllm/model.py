@@ -30,7 +30,7 @@ from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.logits_processor import LogitsProcessor
 from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
 from vllm.model_executor.models.bailing_moe import BailingAttention, BailingMoE
-from vllm.model_executor.models.interfaces import SupportsMRoPE, SupportsMultiModal, SupportsPP
+from vllm.model_executor.models.interfaces import SupportsMRoPE, SupportsMultiModal
 from vllm.model_executor.models.utils import (
     AutoWeightsLoader,
     WeightsMapper,
@@ -146,8 +146,12 @@ class MingCausalLM(nn.Module):
 
 @MULTIMODAL_REGISTRY.register_processor(MingMultiModalProcessor, info=MingProcessingInfo,
                                         dummy_inputs=MingDummyInputsBuilder)
-class BailingMMNativeForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsMRoPE, SupportsPP):
-    """Ming-Lite-Omni 1.5's thinker: ViT + Whisper + projectors feeding the multi-router MoE LLM."""
+class BailingMMNativeForConditionalGeneration(nn.Module, SupportsMultiModal, SupportsMRoPE):
+    """Ming-Lite-Omni 1.5's thinker: ViT + Whisper + projectors feeding the multi-router MoE LLM.
+
+    Not ``SupportsPP``: later pipeline ranks do not embed, so they would not know each token's router;
+    vLLM refuses ``--pipeline-parallel-size`` > 1 for this class instead of routing wrongly.
+    """
 
     hf_to_vllm_mapper = WeightsMapper(orig_to_new_stacked={
         ".shared_experts.gate_proj": (".shared_experts.gate_up_proj", 0),

@@ -83,6 +83,13 @@ class EngineSettings(_Section):
     """Longest prompt plus completion, in tokens."""
     default_max_tokens: int = Field(256, ge=1)
     """Completion length when a request does not say."""
+    backend: Literal["embedded", "vllm"] = "embedded"
+    """``embedded``: the in-process engine. ``vllm``: the thinker runs in vLLM with the Ming plugin
+    (``make vllm``); the runtime starts the server, or connects to ``vllm_url``."""
+    vllm_url: str | None = None
+    """A running ``omni_agent_vllm.serve`` to connect to (``backend = "vllm"``); None starts one."""
+    vllm_args: list[str] = Field(default_factory=list)
+    """Extra flags for the started vLLM server (e.g. ``["--tensor-parallel-size", "2", "--dtype", "bfloat16"]``)."""
 
 
 class RealtimeSettings(_Section):

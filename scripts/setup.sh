@@ -49,4 +49,9 @@ if ! "$VENV/bin/python" -m omni_agent.doctor; then
   exit 1
 fi
 echo "$want" > "$STAMP"
+# The vLLM side environment (.venv-vllm), which the default test run uses (tests/test_vllm_*.py); it has
+# its own lock and stamp, so this returns at once when nothing changed. OMNI_VLLM_SETUP=0 skips it (the vLLM tests then fail, saying so).
+if [ "${OMNI_VLLM_SETUP:-1}" != "0" ]; then
+  bash scripts/setup_vllm.sh
+fi
 echo "setup: ready ($VENV)"

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from omni_agent.cli import add_setting_flag
 from omni_agent.settings import Settings
 
 
@@ -18,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--quick", action="store_true", help="smaller workload (a smoke test, not a figure to report)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="benchmark-specific option (repeatable)")
+    add_setting_flag(p, "--engine", "engine.backend", choices=["embedded", "vllm"],
+                     help="engine for engine-driven benchmarks (bench engine --engine vllm compares with embedded)")
     p.set_defaults(func=run)
 
 

@@ -18,6 +18,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     add_setting_flag(p, "--port", "server.port", type=int, metavar="PORT", help="TCP port (default 8000; 0 picks a free one)")
     add_setting_flag(p, "--api-key", "server.api_key", metavar="KEY",
                      help="require Authorization: Bearer KEY on every request")
+    add_setting_flag(p, "--engine", "engine.backend", choices=["embedded", "vllm"],
+                     help="run the thinker in-process (default) or in vLLM with the Ming plugin (make vllm)")
+    add_setting_flag(p, "--vllm-url", "engine.vllm_url", metavar="URL",
+                     help="with --engine vllm: connect to this running omni_agent_vllm.serve instead of starting one")
     p.set_defaults(func=run)
 
 
@@ -30,14 +34,14 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
     from audio.tts import StreamingTTS
     from omni_agent.agent.artifacts import artifacts_router
     from omni_agent.agent.responder import AgentResponder
-    from omni_agent.engine import AsyncEngine
+    from omni_agent.engine.backends import engine_from_settings
     from omni_agent.realtime.routes import realtime_router
     from omni_agent.server import files
     from omni_agent.server.app import create_app
     from omni_agent.server.speech import speech_router
     from web import web_router
 
-    engine = AsyncEngine.from_settings(settings)
+    engine = engine_from_settings(settings)
     tts = StreamingTTS.build(settings, seed=settings.model.seed)
     responder = AgentResponder.build(settings, engine, tts)  # the SQLite file opens at start-up (lifespan)
     extra_routers = [
@@ -53,9 +57,17 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
     import uvicorn
 
-    app = build_app(settings)
+    from omni_agent.engine.vllm_server import VllmEnvMissing, VllmStartError
+
+    try:
+        app = build_app(settings)
+    except (VllmEnvMissing, VllmStartError) as e:  # --engine vllm without a usable vLLM: say so, no traceback
+        print(f"omni-agent: error: {e}", file=sys.stderr)
+        return 2
     log.info("serving %s on http://%s:%d", settings.model.path or settings.model.preset,
              settings.server.host, settings.server.port)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port,

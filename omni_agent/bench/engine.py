@@ -68,15 +68,18 @@ async def _run(ctx: BenchContext) -> dict[str, Any]:
     repeats = 1 if ctx.quick else 3
     threads = int(ctx.options.get("threads", 1))
     prev_threads = torch.get_num_threads()
+    ctx.progress("building the thinker and the engine")
     engine = AsyncEngine.from_settings(ctx.settings, num_threads=threads)
     processor = engine.processor
     await engine.start()
     try:
+        ctx.progress("warming up (text and vision paths)")
         await _throughput(engine, processor, 4, 8, "warmup")
         await _image_ttft(engine, processor, 280, "warm up the vision path", "warm-img")
         rates: dict[int, float] = {}
         ttfts: list[float] = []
         for conc in (1, 4, 16):
+            ctx.progress(f"decode throughput at concurrency {conc} ({repeats} run(s) of {tokens} tokens)")
             best = 0.0
             for r in range(repeats):
                 rate, t = await _throughput(engine, processor, conc, tokens, f"c{conc}-{r}")
@@ -85,6 +88,7 @@ async def _run(ctx: BenchContext) -> dict[str, Any]:
                     ttfts += t
             rates[conc] = best
         first, second = [], []
+        ctx.progress(f"image TTFT: first question vs the same {side}px image again ({repeats} run(s))")
         for r in range(repeats):
             engine.cache.reset_prefix_cache()
             engine.encoder_cache.items.clear()

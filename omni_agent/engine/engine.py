@@ -25,7 +25,7 @@ from omni_agent.engine.kv_cache import PagedKVCache
 from omni_agent.engine.model_runner import ModelRunner
 from omni_agent.engine.output_processor import IncrementalDetokenizer, check_stop, make_output
 from omni_agent.engine.request import EngineError, GenerationOutput, GenerationRequest, RequestState
-from omni_agent.engine.sampler import sample
+from omni_agent.engine.sampler import sample, token_logprobs
 from omni_agent.engine.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -347,6 +347,7 @@ class AsyncEngine:
             if state.grammar is not None:
                 state.grammar.mask(logits[i])
         tokens = sample(logits, rows)
+        logprobs = token_logprobs(logits, rows, tokens)
         n_decoded = len(sched.decodes)
         for i, (state, tok) in enumerate(zip(rows, tokens, strict=True)):
             if state.grammar is not None:
@@ -357,7 +358,10 @@ class AsyncEngine:
             if state.finished:
                 self.scheduler.free(state)
                 self._states.pop(state.request_id, None)
-            outputs.append((state.request_id, make_output(state, [tok], h)))
+            out = make_output(state, [tok], h)
+            if logprobs[i] is not None:
+                out.logprobs = [logprobs[i]]
+            outputs.append((state.request_id, out))
         self.steps += 1
         self.tokens_generated += len(rows)
         metrics.GENERATED_TOKENS.inc(len(rows))

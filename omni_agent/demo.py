@@ -71,7 +71,7 @@ async def _voice_turn(url: str, out: Path, max_tokens: int) -> str:
         await client.close()
 
 
-def _http_turn(base: str, max_tokens: int) -> str:
+def _http_turn(base: str, model: str, max_tokens: int) -> str:
     import httpx
     from PIL import Image, ImageDraw
 
@@ -80,7 +80,7 @@ def _http_turn(base: str, max_tokens: int) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    body = {"model": "omni-agent", "max_tokens": max_tokens, "messages": [{"role": "user", "content": [
+    body = {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": url}},
         {"type": "text", "text": "What shape is in this picture?"}]}]}
     timings = []
@@ -99,6 +99,7 @@ def _http_turn(base: str, max_tokens: int) -> str:
 def stage_serve(settings: Settings, out: Path, quick: bool = False) -> str:
     from omni_agent.commands.serve import build_app
     from omni_agent.realtime.testing import LiveServer
+    from omni_agent.server.app import model_id
 
     settings = settings.model_copy(deep=True)
     settings.agent.checkpoint_db = str(out / "sessions.sqlite")
@@ -106,7 +107,7 @@ def stage_serve(settings: Settings, out: Path, quick: bool = False) -> str:
         print(f"   serving on {server.http} (HTTP) and {server.url} (realtime)")
         voice = asyncio.run(_voice_turn(server.url, out, 8 if quick else 40))
         print(f"   {voice}")
-        return _http_turn(server.http, 4 if quick else 24)
+        return _http_turn(server.http, model_id(settings), 4 if quick else 24)
 
 
 def _cli(argv: list[str], settings: Settings, out: Path) -> int:

@@ -48,14 +48,13 @@ _CLIENT_ERRORS = {"PromptTooLong": "context_length_exceeded", "CacheFull": "cach
                   "InvalidRequest": "invalid_request", "PromptError": "invalid_prompt",
                   "ImageError": "invalid_prompt", "AudioTooShortError": "invalid_prompt",
                   "PlaceholderMismatchError": "invalid_prompt", "ValueError": "invalid_prompt"}
-SERVED_ALIAS = "omni-agent"  # the name the realtime protocol and the demo use; always answers too
 
 
 def served_models(settings: Any) -> list[str]:
-    """Model names this server answers to: ``/v1/models``' id (checkpoint folder or preset), and the alias."""
+    """Model names this server answers to: the checkpoint folder's name, else the preset (``tiny``)."""
     from omni_agent.server.app import model_id
 
-    return list(dict.fromkeys([model_id(settings), SERVED_ALIAS]))
+    return [model_id(settings)]
 
 
 def model_not_found(name: str) -> APIError:

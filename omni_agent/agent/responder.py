@@ -176,8 +176,9 @@ class AgentResponder:
         if self._opener is not None:
             async with self._open_lock:
                 if self._opener is not None:
-                    opener, self._opener = self._opener, None
-                    await opener()
+                    # cleared only once open: a concurrent first request must wait here, not see no runner
+                    await self._opener()
+                    self._opener = None
 
     async def aclose(self) -> None:
         """Close the checkpoint database (server shutdown)."""

@@ -158,7 +158,8 @@ class AgentResponder:
         async def open_() -> None:
             saver = await open_checkpointer(db)
             graph = build_graph(model, all_tools, saver, max_steps=a.max_steps, tool_timeout_s=a.tool_timeout_s,
-                                tts=tts, artifacts=artifacts)
+                                tts=tts, artifacts=artifacts, max_reply_tokens=a.max_reply_tokens,
+                                max_reply_audio_s=a.max_reply_audio_s)
             self.runner = AgentRunner(graph, max_steps=a.max_steps)
             self._closers.append(lambda: close_checkpointer(saver))
 

@@ -70,10 +70,10 @@ def summary(results: list[StageResult], out: Path, settings: Settings) -> str:
         lines.append(f"   {'ok    ' if r.ok else 'FAILED'} {r.name} ({r.seconds:.1f} s)")
         if not r.ok:
             lines.append(f"          {r.line}")
-    files = sorted(p for p in out.rglob("*") if p.is_file())
-    shown = [str(p.relative_to(out)) for p in files if p.suffix in (".wav", ".png", ".jsonl", ".sqlite")]
-    lines.append(f"   outputs in {out.resolve()}/ ({len(files)} files): " + ", ".join(shown[:8])
-                 + (f", ... ({len(shown) - 8} more)" if len(shown) > 8 else ""))
+    shown = []
+    for p in sorted(out.iterdir()):  # what each stage left at the top level; folders with their file count
+        shown.append(f"{p.name}/ ({sum(f.is_file() for f in p.rglob('*'))} files)" if p.is_dir() else p.name)
+    lines.append(f"   outputs in {out.resolve()}/: {', '.join(shown)}")
     if settings.model.path:
         lines.append(f"   weights: the checkpoint in {settings.model.path}")
     else:

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     check_model(settings, "thinker")
     check_port_free(s.host, s.port)  # before the model is built: a busy port costs one line, not a build
     random_weights_notice(settings, "serve")
-    with building(f"the model ({model_label(settings)}) and the server"):
+    with building("the model and the server"):
         app = build_app(settings)
     # Bind now, so that the banner shows the real port (--port 0) and nobody takes it meanwhile.
     sock = socket.socket(socket.AF_INET6 if ":" in s.host else socket.AF_INET, socket.SOCK_STREAM)

@@ -122,8 +122,9 @@ def test_no_phone_reachable(no_model_build, capsys):
 
     with adb_server() as port:  # a private adb server with no devices
         line = one_line_error(capsys, ["run", "Turn on Wi-Fi", "--device", "emulator-5554", "--adb-port", str(port)])
-    assert line == ("no phone reachable at emulator-5554: adb does not list it (start one with "
-                    "`omni-agent android sim --connect`, or check `adb devices`)")
+        do = one_line_error(capsys, ["android", "--adb-port", str(port), "do", "home", "--device", "emulator-5554"])
+    assert line == do == ("no phone reachable at emulator-5554: adb does not list it (start one with "
+                          "`omni-agent android sim --connect`, or check `adb devices`)")
 
 
 def test_port_in_use(no_model_build, capsys):

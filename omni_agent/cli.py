@@ -17,6 +17,7 @@ from typing import Any
 
 from omni_agent import __version__
 from omni_agent.logging_utils import setup_logging
+from omni_agent.preflight import PreflightError
 from omni_agent.settings import Settings, SettingsError, load_settings
 
 EXIT_USAGE = 2  # argparse's own exit code for bad usage; config errors use it too
@@ -81,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level)
     try:
         return int(args.func(args, settings) or 0)
+    except PreflightError as e:  # found before any model was built: one line, no traceback
+        print(f"omni-agent: error: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

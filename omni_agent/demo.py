@@ -1,8 +1,11 @@
 """The demo's stages, in the order a user meets the runtime.
 
-Each stage is ``(settings, out_dir) -> summary line`` and uses only public entry points: the serve
+Each stage is ``(settings, out_dir, quick) -> summary line`` and uses only public entry points: the serve
 command's app on a real 127.0.0.1 port, the realtime protocol over a websocket, the HTTP API, and the
-``run`` command for the agent's image and Android tools.
+``run`` command for the agent's image and Android tools. ``quick`` keeps every reply and image to
+the fewest tokens and steps that still go through the same code (the test suite runs the demo so).
+Stages pass settings as flags or copies, never through ``os.environ``: no stage changes the next one's
+environment.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +24,7 @@ from omni_agent.settings import Settings
 VOICE_QUESTION = "Hello! Can you tell me what you can do?"
 
 
-def stage_thinker(settings: Settings, out: Path) -> str:
+def stage_thinker(settings: Settings, out: Path, quick: bool = False) -> str:
     from omni_agent.model.processor import OmniProcessor
     from omni_agent.model.thinker import Thinker
 
@@ -33,7 +35,7 @@ def stage_thinker(settings: Settings, out: Path) -> str:
     return f"thinker '{settings.model.preset}' built ({n / 1e6:.1f} M params); prompt has {len(prompt.input_ids)} tokens"
 
 
-async def _voice_turn(url: str, out: Path) -> str:
+async def _voice_turn(url: str, out: Path, max_tokens: int) -> str:
     import soundfile as sf
 
     from omni_agent.realtime.testing import SR, RealtimeClient, stream_audio, utterance
@@ -43,7 +45,7 @@ async def _voice_turn(url: str, out: Path) -> str:
         await client.wait_for("session.created")
         await client.send({"type": "session.update", "session": {
             "type": "realtime", "output_modalities": ["audio"],
-            "max_output_tokens": 40,  # random weights babble until the cap: keep the reply short
+            "max_output_tokens": max_tokens,  # random weights babble until the cap: keep the reply short
             "tool_choice": "none",  # a plain voice turn (think -> speak); random weights pick tools at random
             "audio": {"input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 500},
                                 "transcription": {"model": "omni-agent", "language": "en"}}}}})
@@ -69,7 +71,7 @@ async def _voice_turn(url: str, out: Path) -> str:
         await client.close()
 
 
-def _http_turn(base: str) -> str:
+def _http_turn(base: str, model: str, max_tokens: int) -> str:
     import httpx
     from PIL import Image, ImageDraw
 
@@ -78,7 +80,7 @@ def _http_turn(base: str) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    body = {"model": "omni-agent", "max_tokens": 24, "messages": [{"role": "user", "content": [
+    body = {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": url}},
         {"type": "text", "text": "What shape is in this picture?"}]}]}
     timings = []
@@ -94,44 +96,51 @@ def _http_turn(base: str) -> str:
             f"({cached} of {data['usage']['prompt_tokens']} prompt tokens from the prefix cache)")
 
 
-def stage_serve(settings: Settings, out: Path) -> str:
+def stage_serve(settings: Settings, out: Path, quick: bool = False) -> str:
     from omni_agent.commands.serve import build_app
     from omni_agent.realtime.testing import LiveServer
+    from omni_agent.server.app import model_id
 
     settings = settings.model_copy(deep=True)
     settings.agent.checkpoint_db = str(out / "sessions.sqlite")
     with LiveServer(build_app(settings), lifespan="on") as server:
         print(f"   serving on {server.http} (HTTP) and {server.url} (realtime)")
-        voice = asyncio.run(_voice_turn(server.url, out))
+        voice = asyncio.run(_voice_turn(server.url, out, 8 if quick else 40))
         print(f"   {voice}")
-        return _http_turn(server.http)
+        return _http_turn(server.http, model_id(settings), 4 if quick else 24)
 
 
-def _cli(argv: list[str], out: Path) -> int:
+def _cli(argv: list[str], settings: Settings, out: Path) -> int:
+    """``omni-agent ARGV`` in this process, on the demo's model. Settings go in as flags, never through
+    ``os.environ``, so that no stage changes the environment the next one (or the caller) runs in."""
     from omni_agent.cli import main
 
-    os.environ["OMNI_AGENT_AGENT__CHECKPOINT_DB"] = str(out / "sessions.sqlite")
-    return main(argv)
+    m = settings.model
+    model = ["--preset", m.preset, "--torch-device", m.device, "--dtype", m.dtype]
+    if m.path:
+        model += ["--model-path", m.path]
+    return main([*argv, *model, "--db", str(out / "sessions.sqlite")])
 
 
-def stage_image_tool(settings: Settings, out: Path) -> str:
+def stage_image_tool(settings: Settings, out: Path, quick: bool = False) -> str:
     target = out / "bicycle.png"
-    os.environ["OMNI_AGENT_AGENT__MAX_STEPS"] = "2"  # random weights may keep calling the tool; one image is enough
-    rc = _cli(["run", "draw a red bicycle", "--out", str(target), "--image-steps", "4", "--tool", "generate_image"], out)
+    # --max-steps 2: random weights may keep calling the tool; one image is enough
+    rc = _cli(["run", "draw a red bicycle", "--out", str(target), "--image-steps", "1" if quick else "4",
+               "--tool", "generate_image", "--max-steps", "2", "--max-tokens", "4" if quick else "64"], settings, out)
     if rc != 0 or not target.exists():
         raise RuntimeError(f"omni-agent run exited with {rc}")
     return f"agent graph -> generate_image tool -> {target}"
 
 
-def stage_android(settings: Settings, out: Path) -> str:
+def stage_android(settings: Settings, out: Path, quick: bool = False) -> str:
     rc = _cli(["run", "--task", "send_hello_alice", "--oracle", "--approve-all",
-               "--out", str(out / "android")], out)
+               "--out", str(out / "android")], settings, out)
     if rc != 0:
         raise RuntimeError(f"omni-agent run --task exited with {rc}")
     return f"Android task 'send_hello_alice' solved on the simulated phone over adb; trajectory in {out / 'android'}"
 
 
-STAGES: list[tuple[str, Callable[[Settings, Path], str]]] = [
+STAGES: list[tuple[str, Callable[[Settings, Path, bool], str]]] = [
     ("thinker: build the model and process a prompt", stage_thinker),
     ("serve: a voice turn over the realtime websocket, then image QA over HTTP", stage_serve),
     ("agent: 'draw a red bicycle' through the graph and the diffusion decoder", stage_image_tool),

@@ -111,6 +111,11 @@ class AgentSettings(_Section):
     Artifacts (generated images, user audio) go to a folder beside it."""
     tool_timeout_s: float = Field(300.0, gt=0)
     """A tool call that runs longer is reported to the model as failed."""
+    max_reply_tokens: int = Field(256, ge=1)
+    """Output-token budget of one reply (tool rounds included) when the client sets none (realtime
+    ``max_output_tokens: "inf"``): random weights never stop on their own."""
+    max_reply_audio_s: float = Field(20.0, gt=0)
+    """Most seconds of speech in one spoken reply; the rest of the answer is written, not spoken."""
 
     @field_validator("checkpoint_db")
     @classmethod

@@ -94,7 +94,8 @@ async def test_failing_tool_reported_not_crashing(saver):
 
 
 async def test_max_steps_respected(saver):
-    model = ScriptedChatModel([call("add", a=1, b=1)], repeat_last=True, fallback="Giving up.")
+    # different arguments each round (the same call again would be stopped by the repeat guard)
+    model = ScriptedChatModel([call("add", a=i, b=1) for i in range(1, 20)], fallback="Giving up.")
     runner = AgentRunner(build_graph(model, [add_tool()], saver, max_steps=3), max_steps=3)
     events = await collect(runner.turn("s3", [HumanMessage("loop")]))
     assert sum(e["type"] == "tool_result" for e in events) == 3
@@ -184,3 +185,24 @@ async def test_graph_overhead_small(tmp_path):
     times.sort()
     assert times[len(times) // 2] < 0.1  # generous on a loaded CI box; the bench reports the real figure
     await close_checkpointer(saver)
+
+
+async def test_a_repeated_call_is_answered_not_run_again(saver):
+    # random weights call the same tool with the same arguments round after round, until max_steps
+    model = ScriptedChatModel([call("add", a=1, b=1)], repeat_last=True, fallback="Done.")
+    runner = AgentRunner(build_graph(model, [add_tool()], saver, max_steps=8), max_steps=8)
+    events = await collect(runner.turn("s-repeat", [HumanMessage("loop")]))
+    assert sum(e["type"] == "tool_result" for e in events) == 1
+    assert model.requests[-1].tools == [] and events[-1]["text"] == "Done."
+    assert len(model.requests) == 3  # call, the repeat (not run), the answer
+
+
+async def test_a_small_output_budget_answers_without_tools(saver):
+    from omni_agent.agent.graph import TOOL_ROUND_TOKENS, RunContext
+
+    model = ScriptedChatModel([call("add", a=1, b=1)], repeat_last=True, fallback="Short.")
+    runner = AgentRunner(build_graph(model, [add_tool()], saver), max_steps=8)
+    ctx = RunContext(max_output_tokens=TOOL_ROUND_TOKENS - 1)
+    events = await collect(runner.turn("s-budget", [HumanMessage("hi")], ctx))
+    assert not any(e["type"] == "tool_result" for e in events)
+    assert model.requests[0].tools == [] and events[-1]["text"] == "Short."

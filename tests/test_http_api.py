@@ -193,7 +193,7 @@ def test_fifty_concurrent_streams(live):
     b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "!!", "format": "wav"}}]}]}',
     b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}',
     b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}',
-    b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2}',
+    b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 9}',
     b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "no-such-type"}}}}',
 ])
 def test_malformed_requests_get_openai_400(live, body):

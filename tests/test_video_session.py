@@ -161,9 +161,11 @@ def test_realtime_helpers(clip_bytes: bytes) -> None:
         decode_image_data_url("data:image/jpeg;base64,!!!")
 
 
-def test_cli_video_ask(tmp_path, capsys, clip_bytes: bytes) -> None:  # noqa: ANN001
+def test_cli_video_ask(tmp_path, capsys, monkeypatch, clip_bytes: bytes) -> None:  # noqa: ANN001
+    from omni_agent import preflight
     from omni_agent.cli import main
 
+    monkeypatch.setattr(preflight, "_told_random", False)  # said once per process: make this call the first
     path = tmp_path / "clip.mp4"
     path.write_bytes(clip_bytes)
     rc = main(["video", "ask", str(path), "what happens after the door opens?", "-q", "and then?",
@@ -172,7 +174,7 @@ def test_cli_video_ask(tmp_path, capsys, clip_bytes: bytes) -> None:  # noqa: AN
     assert rc == 0
     assert "Q1: what happens after the door opens?" in out.out and "Q2: and then?" in out.out
     assert out.out.count("first token") == 2 and "(cached)" in out.out and "decode" in out.out
-    assert "random tiny weights" in out.err
+    assert "weights are RANDOM ('tiny' preset" in out.err
     assert main(["video", "ask", str(tmp_path / "nope.mp4"), "q"]) == 2
     (tmp_path / "bad.mp4").write_bytes(b"not a video" * 10)
     assert main(["video", "ask", str(tmp_path / "bad.mp4"), "q"]) == 1

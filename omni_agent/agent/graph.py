@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,10 +76,19 @@ class RunContext:
     """Set by think when it starts speaking; drained by speak."""
 
 
+# A tool round costs a decision (~10 tokens) plus its JSON arguments: with less output budget left than
+# this, the model answers in words instead, so a small max_output_tokens still produces a reply.
+TOOL_ROUND_TOKENS = 64
+
+
 @dataclass
 class GraphConfig:
     max_steps: int = 8
     tool_timeout_s: float = 300.0
+    max_reply_tokens: int | None = None
+    """Output-token budget of a chat run whose client set none (``AgentSettings.max_reply_tokens``)."""
+    max_reply_audio_s: float | None = None
+    """Most seconds of speech per reply (``AgentSettings.max_reply_audio_s``)."""
 
 
 def _writer():
@@ -139,16 +149,20 @@ class AgentGraph:
         if steps >= self.config.max_steps:
             choice = "none"  # step limit: answer with what we have
 
-        budget = None if ctx.max_output_tokens is None else ctx.max_output_tokens - ctx.tokens_out
+        # A GUI task is bounded by its steps; a chat run by its output budget (the client's, else the default).
+        limit = ctx.max_output_tokens if ctx.max_output_tokens is not None or gui else self.config.max_reply_tokens
+        budget = None if limit is None else limit - ctx.tokens_out
         if budget is not None and budget <= 0:  # the run spent its output budget on tool calls
             write({"type": "usage", "finish_reason": "length"})
             return {"status": "answered"}
+        if budget is not None and budget < TOOL_ROUND_TOKENS and choice == "auto" and not gui:
+            choice = "none"  # no room for a tool round and an answer: answer now
         speaking = "audio" in ctx.modalities and self.tts is not None
 
         def pipe() -> SpeechPipe:
             if ctx.speech is None:
                 ctx.speech = SpeechPipe(self.tts, write, voice=ctx.voice, cancel=ctx.cancel,
-                                        hidden=self.speak_hidden)
+                                        hidden=self.speak_hidden, max_seconds=self.config.max_reply_audio_s)
             return ctx.speech
 
         def on_text(delta: str) -> None:
@@ -172,6 +186,14 @@ class AgentGraph:
         turn = await self.model.agenerate(request)
         ctx.tokens_out += int((turn.usage or {}).get("completion_tokens") or 0)
         if turn.usage or turn.finish_reason:  # the responder sums these over the turn's model calls
+            write({"type": "usage", **turn.usage, "finish_reason": turn.finish_reason})
+        if turn.tool_calls and not gui and _repeats(state.get("messages", []), turn.tool_calls):
+            # The same call with the same arguments again in this turn: its result is already in the
+            # history, running it again only loops (random weights do this until max_steps). Answer.
+            left = None if budget is None else max(1, budget - int((turn.usage or {}).get("completion_tokens") or 0))
+            request.tools, request.tool_choice, request.max_tokens = [], "none", left
+            turn = await self.model.agenerate(request)
+            ctx.tokens_out += int((turn.usage or {}).get("completion_tokens") or 0)
             write({"type": "usage", **turn.usage, "finish_reason": turn.finish_reason})
         calls = [{"id": c.id, "name": c.name, "args": c.arguments} for c in turn.tool_calls]
         for c in calls:
@@ -354,9 +376,21 @@ async def _mirror(src: asyncio.Event, dst: asyncio.Event) -> None:
         dst.set()
 
 
+def _repeats(messages: list[Any], calls: list[Any]) -> bool:
+    """Every call in ``calls`` was already made, with the same arguments, since the last user message."""
+    made = set()
+    for msg in reversed(messages):
+        if getattr(msg, "type", None) == "human":
+            break
+        for c in getattr(msg, "tool_calls", None) or []:
+            made.add((c["name"], json.dumps(c["args"], sort_keys=True)))
+    return all((c.name, json.dumps(c.arguments, sort_keys=True)) in made for c in calls)
+
+
 def build_graph(model: ChatModel, tools: list[Tool], checkpointer: Any = None, *, max_steps: int = 8,
                 tool_timeout_s: float = 300.0, tts: Any = None, artifacts: Any = None,
-                gui: Any = None) -> CompiledStateGraph:
+                gui: Any = None, max_reply_tokens: int | None = None,
+                max_reply_audio_s: float | None = None) -> CompiledStateGraph:
     """Compile the agent graph.
 
     Args:
@@ -370,11 +404,13 @@ def build_graph(model: ChatModel, tools: list[Tool], checkpointer: Any = None, *
         tts: ``audio.tts.StreamingTTS`` for the speak node; None disables speech.
         artifacts: :class:`~omni_agent.agent.artifacts.ArtifactStore` the tools write to.
         gui: A :class:`~omni_agent.agent.gui.GuiEnv` to enable GUI mode (observe node).
+        max_reply_tokens: Output budget of a chat run whose client set none (None: unbounded).
+        max_reply_audio_s: Most seconds of speech per reply (None: unbounded).
 
     Returns:
         The compiled graph; invoke it with ``context=RunContext(...)`` and
         ``config={"configurable": {"thread_id": session_id}}``.
     """
-    builder = AgentGraph(model, tools, config=GraphConfig(max_steps, tool_timeout_s), tts=tts,
-                         artifacts=artifacts, gui=gui)
+    config = GraphConfig(max_steps, tool_timeout_s, max_reply_tokens, max_reply_audio_s)
+    builder = AgentGraph(model, tools, config=config, tts=tts, artifacts=artifacts, gui=gui)
     return builder.compile(checkpointer)

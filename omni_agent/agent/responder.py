@@ -166,7 +166,8 @@ class AgentResponder:
 
         def on_open(saver: Any) -> None:  # each (re)open of the database gets a graph on it
             graph = build_graph(model, all_tools, saver, max_steps=a.max_steps, tool_timeout_s=a.tool_timeout_s,
-                                tts=tts, artifacts=artifacts)
+                                tts=tts, artifacts=artifacts, max_reply_tokens=a.max_reply_tokens,
+                                max_reply_audio_s=a.max_reply_audio_s)
             self.runner = AgentRunner(graph, max_steps=a.max_steps)
 
         self.store = SessionStore(db, on_open)

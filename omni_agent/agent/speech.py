@@ -24,7 +24,7 @@ class SpeechPipe:
     """
 
     def __init__(self, tts: Any, write: Callable[[dict[str, Any]], None], *, voice: str | None,
-                 cancel: asyncio.Event | None, hidden: bool = False):
+                 cancel: asyncio.Event | None, hidden: bool = False, max_seconds: float | None = None):
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._hidden: asyncio.Queue[Any] | None = asyncio.Queue() if hidden else None
         self._write = write
@@ -32,10 +32,13 @@ class SpeechPipe:
         self._voice = voice
         self._cancel = cancel
         self.samples = 0
+        self.max_seconds = max_seconds
+        self.capped = False
+        """True once the reply reached ``max_seconds`` of speech; the rest of the text is not spoken."""
         self._task = asyncio.create_task(self._run())
 
     def feed(self, delta: str) -> None:
-        if delta:
+        if delta and not self.capped:  # past the cap the answer goes on as text only
             self._queue.put_nowait(delta)
 
     def feed_hidden(self, states: Any) -> None:
@@ -54,10 +57,17 @@ class SpeechPipe:
 
     async def _run(self) -> None:
         hidden = self._states() if self._hidden is not None else None
-        async for chunk in self._tts.stream(self._text(), hidden=hidden, voice=self._voice, cancel=self._cancel):
-            self.samples += len(chunk.pcm)
-            self._write({"type": "audio", "pcm": chunk.pcm, "text": chunk.text,
-                         "sample_rate": getattr(self._tts, "sample_rate", 24000)})
+        rate = getattr(self._tts, "sample_rate", 24000)
+        limit = None if self.max_seconds is None else int(self.max_seconds * rate)
+        stream = self._tts.stream(self._text(), hidden=hidden, voice=self._voice, cancel=self._cancel)
+        async with contextlib.aclosing(stream):
+            async for chunk in stream:
+                pcm = chunk.pcm if limit is None else chunk.pcm[:max(0, limit - self.samples)]
+                self.samples += len(pcm)
+                self._write({"type": "audio", "pcm": pcm, "text": chunk.text, "sample_rate": rate})
+                if limit is not None and self.samples >= limit:
+                    self.capped = True  # a babbling talker (random weights) would speak for minutes
+                    break
 
     async def finish(self) -> None:
         """Close the text and wait until the last audio chunk has been written."""

@@ -24,6 +24,8 @@ class BenchContext:
     quick: bool = False
     """Smaller workloads (used by the test-suite smoke run); figures are then not for the README."""
     options: dict[str, Any] = field(default_factory=dict)
+    progress: Callable[[str], None] = field(default=lambda message: None)
+    """Called with a short line as each phase starts (``omni-agent bench`` prints them on stderr)."""
 
 
 @dataclass(frozen=True)

@@ -69,11 +69,14 @@ async def _measure(engine: Any, ctx: BenchContext, reset: Any) -> dict[str, Any]
     tokens = int(ctx.options.get("tokens", 16 if ctx.quick else 64))
     side = int(ctx.options.get("image", 448 if ctx.quick else 896))
     repeats = 1 if ctx.quick else 3
+    name = "vLLM" if type(engine).__name__.startswith("Vllm") else "embedded engine"
+    ctx.progress(f"warming up (text and vision paths; {name})")
     await _throughput(engine, processor, 4, 8, "warmup")
     await _image_ttft(engine, processor, 280, "warm up the vision path", "warm-img")
     rates: dict[int, float] = {}
     ttfts: list[float] = []
     for conc in (1, 4, 16):
+        ctx.progress(f"decode throughput at concurrency {conc} ({repeats} run(s) of {tokens} tokens; {name})")
         best = 0.0
         for r in range(repeats):
             rate, t = await _throughput(engine, processor, conc, tokens, f"c{conc}-{r}")
@@ -82,6 +85,7 @@ async def _measure(engine: Any, ctx: BenchContext, reset: Any) -> dict[str, Any]
                 ttfts += t
         rates[conc] = best
     first, second = [], []
+    ctx.progress(f"image TTFT, first question vs the same {side}px image again ({repeats} run(s); {name})")
     for r in range(repeats):
         await reset()
         first.append(await _image_ttft(engine, processor, side + 28 * r, "What is in this image?", f"i1-{r}"))
@@ -138,6 +142,7 @@ async def _run(ctx: BenchContext) -> dict[str, Any]:
 
     threads = int(ctx.options.get("threads", 1))
     prev_threads = torch.get_num_threads()
+    ctx.progress("building the thinker and the engine")
     embedded = AsyncEngine.from_settings(ctx.settings, num_threads=threads)
     await embedded.start()
     try:

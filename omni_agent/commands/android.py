@@ -102,13 +102,15 @@ def _ask(request) -> bool:
 def run_do(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import asdict
 
+    from omni_agent.preflight import check_phone
     from tools.android.actions import ActionError, parse_action
     from tools.android.adb import AdbDevice, AdbError
     from tools.android.observation import ObservationError
     from tools.android.safety import GuardedDevice
 
+    serial = check_phone(args.serial, args.adb_port)  # one line when no phone answers, not a traceback
     try:
-        device = AdbDevice(args.serial, port=args.adb_port)
+        device = AdbDevice(serial, port=args.adb_port)
         guarded = GuardedDevice(device, confirm=(lambda r: True) if args.yes else _ask)
         action = parse_action(args.action, device.screen_size())
         if getattr(action, "index", None) is not None or getattr(action, "x", None) is not None:

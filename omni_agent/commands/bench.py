@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 
 from omni_agent.cli import add_setting_flag
+from omni_agent.preflight import random_weights_notice
 from omni_agent.settings import Settings
 
 
@@ -22,6 +26,27 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     add_setting_flag(p, "--engine", "engine.backend", choices=["embedded", "vllm"],
                      help="engine for engine-driven benchmarks (bench engine --engine vllm compares with embedded)")
     p.set_defaults(func=run)
+
+
+HEARTBEAT_S = 10.0  # a benchmark phase can run for a minute: say it is still alive this often
+
+
+@contextlib.contextmanager
+def _heartbeat(progress: Callable[[str], None]) -> Iterator[None]:
+    """Print "still running" every HEARTBEAT_S seconds from a thread, for benchmarks without phases."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(HEARTBEAT_S):
+            progress("still running")
+
+    thread = threading.Thread(target=beat, name="bench-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _print_table(name: str, result: dict, seconds: float) -> None:
@@ -56,10 +81,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"omni-agent: error: --opt expects KEY=VALUE, got {item!r}", file=sys.stderr)
             return 2
         options[key] = value
-    ctx = BenchContext(settings=settings, quick=args.quick, options=options)
+    random_weights_notice(settings, "bench")
     t0 = time.perf_counter()
-    result = benches[args.name].fn(ctx)
+
+    def progress(message: str) -> None:
+        print(f"[bench {args.name} {time.perf_counter() - t0:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    ctx = BenchContext(settings=settings, quick=args.quick, options=options, progress=progress)
+    progress(f"started ({'--quick' if args.quick else 'full workload'}; a heartbeat every {HEARTBEAT_S:g} s)")
+    with _heartbeat(progress):
+        result = benches[args.name].fn(ctx)
     seconds = time.perf_counter() - t0
+    progress("done")
     _print_table(args.name, result, seconds)
     if args.json:
         sys.stdout.flush()

@@ -46,12 +46,22 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from omni_agent.preflight import check_input_file, check_output_file
+
+    if args.input_wav:
+        check_input_file(args.input_wav, "--input-wav")
+    if args.output_wav:
+        check_output_file(args.output_wav, "--output-wav")
     url = args.url or f"ws://{settings.server.host}:{settings.server.port}/v1/realtime"
     key = args.api_key or settings.server.api_key
     try:
         return asyncio.run(ChatClient(url, key, args).main())
     except KeyboardInterrupt:
         return 0
+
+
+class ChatError(RuntimeError):
+    """A reason the call cannot go on, worded for the user (one line)."""
 
 
 class ChatClient:
@@ -67,6 +77,8 @@ class ChatClient:
         self.ws: Any = None
         self.answered = asyncio.Event()
         self.speaker: Any = None
+        self.error: str | None = None
+        """What went wrong (no answer in time, a failed response); the exit code is then 1."""
 
     def out(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -98,10 +110,14 @@ class ChatClient:
         self.open_speaker()
         receiver = asyncio.create_task(self.receive())
         sender = asyncio.create_task(self.send_input())
+        stopped = asyncio.create_task(self.stop.wait())
         try:
-            await self.stop.wait()
+            # Whichever ends first: Ctrl-C / the answer (stop), a failed sender (no microphone, an
+            # unreadable file), or the server closing the connection. None of them may leave us waiting.
+            await asyncio.wait({stopped, sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            self.error = self.error or self.failure(sender, receiver, stopped)
         finally:
-            for t in (sender, receiver):
+            for t in (sender, receiver, stopped):
                 t.cancel()
             for t in (sender, receiver):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -112,7 +128,20 @@ class ChatClient:
                 self.speaker.stop()
                 self.speaker.close()
             self.write_recording()
+        if self.error:
+            self.out(f"omni-agent chat: error: {self.error}")
+            return 1
         return 0
+
+    def failure(self, sender: asyncio.Task, receiver: asyncio.Task, stopped: asyncio.Task) -> str | None:
+        """Why the call ended early, or None when it ended as asked (Ctrl-C, the answer came)."""
+        if sender.done() and not sender.cancelled() and sender.exception() is not None:
+            e = sender.exception()
+            return str(e) if isinstance(e, ChatError) else f"sending input failed: {type(e).__name__}: {e}"
+        if receiver.done() and not stopped.done():
+            e = None if receiver.cancelled() else receiver.exception()
+            return f"the server closed the connection{f' ({type(e).__name__}: {e})' if e else ''}"
+        return None
 
     async def send(self, event: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(event))
@@ -141,29 +170,40 @@ class ChatClient:
             await self.mic_loop()
 
     async def wait_answer(self) -> None:
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(self.args.timeout):
                 await self.answered.wait()
                 # let the speaker finish what it holds (polled: the audio callback runs in another thread)
                 while self.play_buffer:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
+        except TimeoutError:
+            if not self.answered.is_set():
+                self.error = f"no answer from {self.url} within {self.args.timeout:g} s (--timeout)"
         self.stop.set()
 
     async def append(self, wave: np.ndarray) -> None:
         pcm = (np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes()
         await self.send({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
 
-    async def mic_loop(self) -> None:
-        import sounddevice as sd
+    def open_microphone(self, callback: Any) -> Any:
+        """The input stream, or :class:`ChatError` saying there is no microphone and what to use instead."""
+        try:
+            import sounddevice as sd
 
+            return sd.InputStream(samplerate=SR, channels=1, dtype="float32", blocksize=SR * CHUNK_MS // 1000,
+                                  callback=callback)
+        except Exception as e:  # PortAudio missing, no input device, device busy
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ChatError(f"no microphone ({first}); use --input-wav FILE or --text TEXT") from None
+
+    async def mic_loop(self) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[np.ndarray] = asyncio.Queue()
 
         def callback(indata: np.ndarray, frames: int, t: Any, status: Any) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, indata[:, 0].copy())
 
-        with sd.InputStream(samplerate=SR, channels=1, dtype="float32", blocksize=SR * CHUNK_MS // 1000,
-                            callback=callback):
+        with self.open_microphone(callback):
             self.out("listening (Ctrl-C to quit)...")
             while True:
                 await self.append(await queue.get())
@@ -231,6 +271,9 @@ class ChatClient:
                 lat = ev["response"].get("latency", {})
                 if status != "completed" or lat:
                     self.out(f"[{status}] " + " ".join(f"{k}={v:.0f}" for k, v in lat.items()))
+                if status == "failed":
+                    details = ev["response"].get("status_details") or {}
+                    self.error = f"the response failed: {(details.get('error') or {}).get('message') or details}"
                 self.answered.set()
             elif t == "error":
                 self.out(f"[error] {ev['error'].get('code')}: {ev['error'].get('message')}")

@@ -83,7 +83,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from generation.images import ImageInputError
     from generation.pipeline import GenerationCancelled
+    from omni_agent.preflight import (
+        building,
+        check_device,
+        check_input_file,
+        check_model_path,
+        check_output_file,
+        check_positive,
+        random_weights_notice,
+    )
 
+    # Everything that does not need the model is checked before it is built.
+    check_output_file(args.output, "-o")
+    if args.image_command != "generate":
+        check_input_file(args.image, "image")
+    if getattr(args, "save_edit", None):
+        check_output_file(args.save_edit, "--save-edit")
+    check_positive(args.steps, "--steps")
+    if not args.backend:
+        check_model_path(settings, "thinker", "image")
+    check_device(settings)
     dtype = getattr(torch, settings.model.dtype)
     bar = _Progress(not args.no_progress, args.steps)
     common = dict(steps=args.steps, seed=args.seed, guidance_text=args.guidance, callback=bar)
@@ -92,8 +111,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return _run_backend(args, settings, dtype, common)
         from generation.stack import ImageStack
 
-        stack = ImageStack.build(settings.model.path, seed=settings.model.seed, device=settings.model.device,
-                                 dtype=dtype)
+        random_weights_notice(settings, "image")
+        with building("the thinker and the diffusion decoder"):
+            stack = ImageStack.build(settings.model.path, seed=settings.model.seed, device=settings.model.device,
+                                     dtype=dtype)
         print(stack.description, file=sys.stderr)
         if args.image_command == "generate":
             out = stack.generate(args.prompt, height=args.height, width=args.width, exact_size=args.exact_size,

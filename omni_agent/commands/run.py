@@ -129,14 +129,13 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     from omni_agent.agent.graph import RunContext, build_graph
     from omni_agent.agent.persistence import close_checkpointer, open_checkpointer
     from omni_agent.agent.runner import AgentRunner
+    from omni_agent.preflight import building, check_task, model_label, random_weights_notice
 
     gui = bool(args.serial or args.sim or args.task)
     goal = args.goal
     task = None
     if args.task:
-        from tools.android.tasks import get_task
-
-        task = get_task(args.task)
+        task = check_task(args.task)
         goal = goal or task.goal
     if not goal:
         print("omni-agent: error: give a goal (or --task NAME)", file=sys.stderr)
@@ -152,8 +151,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             from omni_agent.agent.engine_model import EngineChatModel
             from omni_agent.engine import AsyncEngine
 
-            # building the thinker reads weights: keep the event loop free
-            engine = await asyncio.to_thread(AsyncEngine.from_settings, settings)
+            random_weights_notice(settings, "run")
+            with building(f"the thinker ({model_label(settings)})"):
+                # building the thinker reads weights: keep the event loop free
+                engine = await asyncio.to_thread(AsyncEngine.from_settings, settings)
             await engine.start()
             model: Any = EngineChatModel(engine, artifacts=store, max_tokens=args.max_tokens)
         ctx = RunContext(approve_all=args.approve_all, tool_choice=args.tool or "auto")
@@ -248,4 +249,17 @@ async def _run_gui(args, settings, saver, store, session, goal, task, ctx, model
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from omni_agent.preflight import check_model, check_output_file, check_phone, check_positive, check_task
+
+    # What needs no model is checked before anything is built or opened.
+    if args.task:
+        check_task(args.task)
+    if args.serial and not (args.sim or args.task):
+        check_phone(args.serial, args.adb_port)  # an unreachable phone costs one line, not a model build
+    if not (args.oracle and (args.task or args.sim)):
+        check_model(settings, "thinker", device_flag="--torch-device")
+    if Path(args.out).suffix.lower() == ".png":
+        check_output_file(args.out, "--out")
+    check_positive(args.image_steps, "--image-steps")
+    check_positive(args.max_tokens, "--max-tokens")
     return asyncio.run(_run(args, settings))

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from omni_agent.cli import add_setting_flag
+from omni_agent.preflight import PreflightError, model_label, random_weights_notice
 from omni_agent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,26 +53,64 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
         web_router(),  # GET / : the browser client
     ]
     # create_app closes the responder (its session database) on shutdown
-    return create_app(settings, engine, extra_routers=extra_routers, file_resolver=files.resolve_file,
-                      responder=responder)
+    app = create_app(settings, engine, extra_routers=extra_routers, file_resolver=files.resolve_file,
+                     responder=responder)
+    app.state.tts = tts  # the chat route speaks through it (audio output), the banner names its weights
+    return app
+
+
+def banner(settings: Settings, host: str, port: int, *, talker_random: bool | None = None) -> str:
+    """What ``serve`` prints once it listens (like ``vllm serve`` / ``ollama serve``): where, what, how."""
+    from omni_agent import __version__
+    from omni_agent.server.app import model_id
+
+    m = settings.model
+    shown = f"[{host}]" if ":" in host else host
+    lines = [f"omni-agent {__version__} serving model '{model_id(settings)}'",
+             f"  model      {model_label(settings)}",
+             f"  device     {m.device}, {m.dtype}",
+             f"  HTTP       http://{shown}:{port}/v1  (chat/completions, models, files; /health, /metrics)",
+             f"  realtime   ws://{shown}:{port}/v1/realtime",
+             f"  auth       {'Authorization: Bearer <api key> required' if settings.server.api_key else 'none'}"]
+    if talker_random is not None:
+        lines.append(f"  talker     {'RANDOM weights (speech is babble)' if talker_random else 'from the checkpoint'}")
+    if not m.path:
+        lines.append("  weights are RANDOM: the runtime's paths are real, its answers are gibberish by design")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import socket
     import sys
 
     import uvicorn
 
     from omni_agent.engine.vllm_server import VllmEnvMissing, VllmStartError
+    from omni_agent.preflight import building, check_model, check_port_free
 
+    s = settings.server
+    check_model(settings, "thinker")
+    check_port_free(s.host, s.port)  # before the model is built: a busy port costs one line, not a build
+    random_weights_notice(settings, "serve")
     try:
-        app = build_app(settings)
+        with building("the model and the server"):
+            app = build_app(settings)
     except (VllmEnvMissing, VllmStartError) as e:  # --engine vllm without a usable vLLM: say so, no traceback
         print(f"omni-agent: error: {e}", file=sys.stderr)
         return 2
-    log.info("serving %s on http://%s:%d", settings.model.path or settings.model.preset,
-             settings.server.host, settings.server.port)
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port,
-                log_level=settings.log_level,
-                # headroom over the event limit, so an oversize event gets an error event, not a 1009 close
-                ws_max_size=settings.realtime.max_event_bytes + 2**20)
+    # Bind now, so that the banner shows the real port (--port 0) and nobody takes it meanwhile.
+    sock = socket.socket(socket.AF_INET6 if ":" in s.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((s.host, s.port))
+    except OSError as e:
+        sock.close()
+        raise PreflightError(f"cannot listen on {s.host}:{s.port}: {e.strerror or e}") from None
+    port = sock.getsockname()[1]
+    tts = getattr(app.state, "tts", None)
+    print(banner(settings, s.host, port, talker_random=getattr(tts, "random_weights", None)), flush=True)
+    config = uvicorn.Config(app, log_level=settings.log_level,
+                            # headroom over the event limit, so an oversize event gets an error event, not a 1009 close
+                            ws_max_size=settings.realtime.max_event_bytes + 2**20)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -60,14 +60,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from audio.codec import CodecError
     from audio.talker import TalkerError
     from audio.voices import VoiceError
+    from omni_agent.preflight import building, check_model, check_output_file, random_weights_notice
 
+    check_output_file(args.output, "-o")
+    if not args.codes_from_text:
+        # With --model-path the talker comes from its talker/ folder or not at all: never random weights silently.
+        check_model(settings, "talker")
     try:
         if args.codes_from_text:
             pcm, info = _codes_from_text(args)
         else:
             from audio.tts import StreamingTTS
 
-            tts = StreamingTTS.build(settings, seed=args.seed)
+            random_weights_notice(settings, "tts")
+            with building("the talker" + ("" if settings.model.path else " (tiny preset, random weights)")):
+                tts = StreamingTTS.build(settings, seed=args.seed)
             pcm = tts.synthesize(args.text, voice=args.voice)
             talker = "tiny, RANDOM weights (babble, not words)" if tts.random_weights else "Ming's, from the checkpoint"
             info = f"talker {talker}, detokenizer {tts.codec.name}, voice {args.voice or 'luna/eng by language'}"

@@ -147,6 +147,10 @@ def run_ask(args: argparse.Namespace, settings: Settings) -> int:
     if not questions:
         print("omni-agent: error: give a question (positional or -q)", file=sys.stderr)
         return 2
+    from omni_agent.preflight import building, check_input_file, check_model, random_weights_notice
+
+    check_input_file(args.clip, "video")
+    check_model(settings, "thinker")
     try:
         with open(args.clip, "rb") as f:
             data = f.read()
@@ -157,10 +161,9 @@ def run_ask(args: argparse.Namespace, settings: Settings) -> int:
     async def session() -> int:
         from omni_agent.engine import AsyncEngine, EngineError
 
-        if not settings.model.path:
-            print(f"note: no --model-path: random {settings.model.preset} weights, so answers are noise; "
-                  "timings are real", file=sys.stderr)
-        engine = await asyncio.to_thread(AsyncEngine.from_settings, settings)  # builds the model: seconds
+        random_weights_notice(settings, "video")  # the answers are noise; the timings are real
+        with building("the thinker"):
+            engine = await asyncio.to_thread(AsyncEngine.from_settings, settings)  # builds the model: seconds
         await engine.start()
         if args.max_video_tokens:
             opts, media = {"max_tokens": args.max_video_tokens}, None

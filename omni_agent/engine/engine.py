@@ -30,7 +30,7 @@ from omni_agent.engine.kv_cache import PagedKVCache
 from omni_agent.engine.model_runner import ModelRunner
 from omni_agent.engine.output_processor import IncrementalDetokenizer, check_stop, make_output
 from omni_agent.engine.request import EngineError, GenerationOutput, GenerationRequest, RequestState
-from omni_agent.engine.sampler import sample
+from omni_agent.engine.sampler import sample, token_logprobs
 from omni_agent.engine.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -386,6 +386,7 @@ class AsyncEngine:
                     masked[i] = e
         tokens = sample(logits, rows)
         emitted = 0
+        logprobs = token_logprobs(logits, rows, tokens)
         for i, (state, tok) in enumerate(zip(rows, tokens, strict=True)):
             err = masked[i] or (tok if isinstance(tok, Exception) else None)
             if err is not None:
@@ -406,6 +407,8 @@ class AsyncEngine:
             if state.finished:
                 self.scheduler.free(state)
                 self._states.pop(state.request_id, None)
+            if logprobs[i] is not None:
+                out.logprobs = [logprobs[i]]
             outputs.append((state.request_id, out))
             emitted += 1
         self.steps += 1

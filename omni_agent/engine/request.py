@@ -49,6 +49,19 @@ class InvalidRequest(EngineError):
     code = "invalid_request"
 
 
+MAX_LOGPROBS = 20  # OpenAI's top_logprobs limit
+
+
+@dataclass
+class TokenLogprob:
+    """One sampled token's log-probability and the most likely alternatives at its position."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+    """``(token_id, logprob)``, most likely first."""
+
+
 @dataclass
 class SamplingParams:
     """How to pick tokens for one request.
@@ -67,6 +80,10 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     seed: int | None = None
     json_schema: dict[str, Any] | None = None
+    logprobs: int | None = None
+    """Return each sampled token's log-probability and this many most likely alternatives (0: the
+    sampled token's only; None: none). Log-probabilities of the model's distribution (raw logits,
+    grammar mask applied), before temperature and top-k/top-p, as OpenAI and vLLM report them."""
 
     def validate(self) -> None:
         """Raise ``InvalidRequest`` for out-of-range values (checked at admission, before any step)."""
@@ -89,6 +106,8 @@ class SamplingParams:
             raise InvalidRequest(f"seed must be a 64-bit integer, got {self.seed}")
         if any(not isinstance(t, int) or t < 0 for t in self.stop_token_ids):
             raise InvalidRequest("stop_token_ids must be non-negative integers")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_LOGPROBS:
+            raise InvalidRequest(f"logprobs must be in [0, {MAX_LOGPROBS}], got {self.logprobs}")
 
     @property
     def greedy(self) -> bool:
@@ -124,6 +143,8 @@ class GenerationOutput:
     completion_tokens: int = 0
     cached_tokens: int = 0
     ttft_s: float | None = None
+    logprobs: list[TokenLogprob] | None = None
+    """One per ``token_ids`` entry when the request asked for ``SamplingParams.logprobs``."""
 
 
 @dataclass(eq=False)

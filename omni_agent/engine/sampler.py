@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from omni_agent.engine.request import EngineError, RequestState
+from omni_agent.engine.request import EngineError, RequestState, TokenLogprob
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> None:
@@ -101,3 +101,25 @@ def _seen(state: RequestState, row: torch.Tensor) -> torch.Tensor:
     else:
         seen[state.output_ids[-1]] = True  # sampling appends one token per step
     return seen
+
+
+def token_logprobs(logits: torch.Tensor, states: Sequence[RequestState], tokens: Sequence[int | Exception]
+                   ) -> list[TokenLogprob | None]:
+    """Per row: the sampled token's log-probability and the top alternatives, for rows that asked.
+
+    Args:
+        logits: ``[B, V]`` the logits ``sample`` was given (grammar masks applied).
+        states: the requests, row by row.
+        tokens: the sampled token of each row (an exception for a row whose sampling failed: no entry).
+    """
+    out: list[TokenLogprob | None] = []
+    for row, s, tok in zip(logits, states, tokens, strict=True):
+        k = s.request.sampling.logprobs
+        if k is None or isinstance(tok, Exception):
+            out.append(None)
+            continue
+        lp = row.float().log_softmax(-1)  # [V]
+        top = torch.topk(lp, k) if k > 0 else None
+        alts = list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top is not None else []
+        out.append(TokenLogprob(tok, float(lp[tok]), alts))
+    return out

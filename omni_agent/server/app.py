@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omni_agent.engine.request import EngineError, GenerationOutput, GenerationRequest
 from omni_agent.server.auth import WebsocketPrincipal, auth_dependency, install_log_redaction
-from omni_agent.server.chat import agent_chat
+from omni_agent.server.chat import agent_chat, check_request, model_not_found, served_models
 from omni_agent.server.convert import (
     FileResolver,
     check_text_fits,
@@ -53,6 +53,8 @@ from omni_agent.server.errors import (
 )
 from omni_agent.server.images import images_router
 from omni_agent.server.limits import BodySizeLimit
+from omni_agent.server.media_refs import resolve_media_refs
+from omni_agent.server.outputs import LogprobsWriter
 from omni_agent.server.schemas import ChatCompletionRequest
 from vision.video import media_token_budget
 
@@ -126,17 +128,28 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(auth_dependency(settings))])
 
+    def model_card(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "omni-agent", "root": model_id(settings)}
+
     @v1.get("/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": model_id(settings), "object": "model", "created": 0,
-                                            "owned_by": "omni-agent"}]}
+        return {"object": "list", "data": [model_card(name) for name in served_models(settings)]}
+
+    @v1.get("/models/{name:path}")
+    async def retrieve_model(name: str) -> dict[str, Any]:
+        if name not in served_models(settings):
+            raise model_not_found(name)
+        return model_card(name)
 
     @v1.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        limit = min(engine.max_model_len, engine.cache.capacity_tokens)
+        check_request(body, request, settings)  # unknown model (404), impossible options (400): before any work
+        cache = getattr(engine, "cache", None)  # the embedded engine's KV cache may hold less than a context
+        limit = min(engine.max_model_len, cache.capacity_tokens) if cache is not None else engine.max_model_len
         # tokenizing is CPU work; a message far over the context is refused after counting the limit only
         await asyncio.to_thread(check_text_fits, body, engine.processor.tokenizer, limit)
-        if body.response_format is not None:  # a whole answer under a JSON schema: the engine directly
+        body = await asyncio.to_thread(resolve_media_refs, body, app.state.file_resolver)  # file parts; no remote URLs
+        if body.response_format is not None or body.logprobs:  # JSON-schema answers, token logprobs: the engine
             return await _chat(body, request, settings, engine, app.state.file_resolver)
         return await agent_chat(body, request, settings, engine, app.state.file_resolver, app.state.responder)
 
@@ -152,10 +165,13 @@ async def _chat(body: ChatCompletionRequest, request: Request, settings: Any, en
     """The engine directly, without the agent graph.
 
     Only for what the graph cannot do: ``response_format`` (a whole answer constrained to a JSON schema;
-    the graph constrains tool arguments only). Everything else goes through :func:`agent_chat`.
+    the graph constrains tool arguments only) and ``logprobs`` (the graph passes text, not tokens).
+    Everything else goes through :func:`agent_chat`.
     """
     schema = tool_call_schema(body)
     sp = sampling_params(body, settings.engine.default_max_tokens, schema)
+    if body.logprobs:
+        sp.logprobs = body.top_logprobs or 0
     # decoding media and tokenising are CPU work: keep them off the event loop
     budget = media_token_budget(engine.max_model_len)
     messages = await asyncio.to_thread(to_messages, body, resolver, budget)
@@ -170,14 +186,17 @@ async def _chat(body: ChatCompletionRequest, request: Request, settings: Any, en
     except EngineError as e:
         raise from_engine_error(e) from None
     tool_mode = "forced" if schema is not None else ("auto" if body.tools and body.tool_choice != "none" else None)
-    ctx = _Completion(rid, model_id(settings), body, tool_mode)
+    logprobs = LogprobsWriter(engine.processor.tokenizer, body.top_logprobs or 0) if body.logprobs else None
+    ctx = _Completion(rid, model_id(settings), body, tool_mode, logprobs)
     if body.stream:
         return StreamingResponse(ctx.sse(first, gen), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     last = first
     text = first.text
+    ctx.add_logprobs(first)
     async for out in gen:  # the rest of the completion, step by step
         text += out.text
+        ctx.add_logprobs(out)
         last = out
     return JSONResponse(ctx.full(text, last))
 
@@ -185,9 +204,15 @@ async def _chat(body: ChatCompletionRequest, request: Request, settings: Any, en
 class _Completion:
     """Builds the response bodies of one chat completion."""
 
-    def __init__(self, rid: str, model: str, body: ChatCompletionRequest, tool_mode: str | None):
+    def __init__(self, rid: str, model: str, body: ChatCompletionRequest, tool_mode: str | None,
+                 logprobs: LogprobsWriter | None = None):
         self.rid, self.model, self.body, self.tool_mode = rid, model, body, tool_mode
         self.created = int(time.time())
+        self.logprobs = logprobs
+
+    def add_logprobs(self, out: GenerationOutput) -> dict[str, Any] | None:
+        """OpenAI's ``logprobs`` for this output's tokens (None when the request did not ask)."""
+        return None if self.logprobs is None else {"content": self.logprobs.add(out)}
 
     def _tool_call(self, text: str) -> dict[str, Any] | None:
         call = parse_tool_call(text, self.body.tools) if self.tool_mode else None
@@ -215,12 +240,12 @@ class _Completion:
             message["tool_calls"] = [call]
         return {"id": self.rid, "object": "chat.completion", "created": self.created, "model": self.model,
                 "choices": [{"index": 0, "message": message, "finish_reason": self._finish(last, call),
-                             "logprobs": None}],
+                             "logprobs": None if self.logprobs is None else {"content": self.logprobs.content}}],
                 "usage": self._usage(last)}
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> str:
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None, logprobs: dict[str, Any] | None = None) -> str:
         body = {"id": self.rid, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}]}
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     async def sse(self, first: GenerationOutput, gen: AsyncIterator[GenerationOutput]) -> AsyncIterator[str]:
@@ -232,10 +257,11 @@ class _Completion:
             while out is not None:
                 last = out
                 text += out.text
+                lp = self.add_logprobs(out)
                 if self.tool_mode == "forced" or (self.tool_mode == "auto" and text.lstrip()[:1] in ("{", "<")):
                     held += out.text  # may turn out to be a tool call: decide at the end
-                elif held + out.text:
-                    yield self._chunk({"content": held + out.text})
+                elif held + out.text or (lp and lp["content"]):
+                    yield self._chunk({"content": held + out.text}, logprobs=lp)
                     held = ""
                 out = None if out.finished else await anext(gen, None)  # next engine step for this request
         except EngineError as e:

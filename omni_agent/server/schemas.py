@@ -6,7 +6,13 @@ WAV/FLAC/OGG) and two spellings of the video extension: ``video_url`` (vLLM's na
     {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,...", "fps": 2.0, "max_frames": 64}}
 
 ``url`` may also be ``file-<id>`` for a file uploaded through ``/v1/files`` (when that router is
-mounted). Fields OpenAI defines that we do not use are accepted and ignored; unknown fields too.
+mounted), and a ``file`` part (``{"type": "file", "file": {"file_id": "file-..."}}`` or with base64
+``file_data``) names an uploaded image, audio or video file. Remote ``http(s)://`` URLs are refused
+with a 400 (the server fetches nothing). Fields OpenAI defines that we do not use are accepted and
+ignored; unknown fields too.
+
+Output: ``n`` choices, ``logprobs``/``top_logprobs``, and spoken answers with
+``modalities: ["text", "audio"]`` and ``audio: {"voice", "format"}``.
 """
 
 from __future__ import annotations
@@ -65,7 +71,21 @@ class VideoPart(_Lenient):
     video: VideoRef
 
 
-ContentPart = Annotated[TextPart | ImagePart | AudioPart | VideoURLPart | VideoPart, Field(discriminator="type")]
+class FileRef(_Lenient):
+    file_id: str | None = None
+    """``file-<id>`` of an upload (``POST /v1/files``)."""
+    file_data: str | None = None
+    """The file itself: base64, or a ``data:<mime>;base64,`` URL."""
+    filename: str | None = None
+
+
+class FilePart(_Lenient):
+    type: Literal["file"]
+    file: FileRef
+
+
+ContentPart = Annotated[TextPart | ImagePart | AudioPart | VideoURLPart | VideoPart | FilePart,
+                        Field(discriminator="type")]
 
 
 class FunctionCall(_Lenient):
@@ -123,6 +143,20 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+AUDIO_FORMATS = ("wav", "pcm16", "flac")
+"""Spoken-answer encodings this server writes (OpenAI also names mp3, opus and aac: refused with a 400)."""
+
+
+class AudioOutput(_Lenient):
+    voice: str = "default"
+    """Voice name, passed to the talker (any name maps to a fixed speaker)."""
+    format: str = "wav"
+    """One of :data:`AUDIO_FORMATS`; a stream sends ``pcm16`` (24 kHz mono little-endian), as OpenAI does."""
+
+
+MAX_CHOICES = 8  # each choice is a whole agent run; more than this is a batch job, not a chat request
+
+
 class ChatCompletionRequest(_Lenient):
     model: str = ""
     messages: list[Message] = Field(min_length=1)
@@ -140,7 +174,12 @@ class ChatCompletionRequest(_Lenient):
     stop_token_ids: list[int] | None = None
     """Extension (vLLM): token ids that end the completion."""
     seed: int | None = None
-    n: int = Field(1, ge=1, le=1)
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    """Alternatives per token (needs ``logprobs: true``)."""
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: AudioOutput | None = None
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     response_format: ResponseFormat | None = None

@@ -69,7 +69,14 @@ class RealtimeSettings(_Section):
     max_buffered_audio_s: float = Field(120.0, gt=0)
     """Most uncommitted input audio kept per session."""
     max_events_per_s: float = Field(400.0, gt=0)
-    """Per-session client event rate limit (token bucket)."""
+    """Per-session client event rate limit (token bucket); audio appends are limited by duration instead."""
+    audio_rate_limit: float = Field(10.0, gt=0)
+    """Input audio accepted per second of wall time, in seconds (10 = ten times real time), beyond a
+    burst of twice ``max_buffered_audio_s`` (a client's buffered speech sent at once)."""
+    audio_workers: int = Field(2, ge=1)
+    """Threads decoding, resampling and running VAD on input audio (shared by all sessions)."""
+    context_tokens: int | None = Field(None, ge=64)
+    """Context length for truncation when the responder does not expose its engine (default: the engine's)."""
     max_outbound_queue: int = Field(512, ge=8)
     """Server events queued for a slow client before the session is closed."""
 

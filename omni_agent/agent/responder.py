@@ -340,7 +340,7 @@ class AgentResponder:
         except Exception as e:  # a bad conversation fails this response, not the session
             yield ResponseFinished("failed", f"{type(e).__name__}: {e}", Usage(), {})
             return
-        async for ev in self._frames(stream, ctx, cancel, t0, options.latency):
+        async for ev in self._frames(stream, ctx, cancel, t0, options.latency, getattr(options, "usage", None)):
             yield ev
 
     def _instructions(self, conversation: Conversation) -> str | None:
@@ -350,7 +350,8 @@ class AgentResponder:
         return self.instructions
 
     async def _frames(self, stream: AsyncIterator[dict[str, Any]], ctx: RunContext, cancel: asyncio.Event,
-                      t0: float, latency: dict[str, float]) -> AsyncIterator[ResponseEvent]:
+                      t0: float, latency: dict[str, float], usage: Usage | None = None
+                      ) -> AsyncIterator[ResponseEvent]:
         # ``latency`` is the caller's ResponseOptions.latency: filled as things happen, so the figures
         # survive a response whose task is cancelled before ResponseFinished (barge-in).
         client = {t.name for t in ctx.client_tools}
@@ -370,7 +371,7 @@ class AgentResponder:
         stop = asyncio.create_task(cancel.wait())
         finished: dict[str, Any] | None = None
         error: str | None = None
-        usage = Usage()
+        usage = usage if usage is not None else Usage()  # the caller's: counted live, kept if cancelled
         finish_reason: str | None = None
         try:
             while True:
@@ -394,7 +395,8 @@ class AgentResponder:
                     yield FunctionCallDelta(ev["call_id"], ev["name"], ev["delta"])
                 elif kind == "call_done":
                     if ev["name"] in client:
-                        yield FunctionCallDone(ev["call_id"], ev["name"], json.dumps(ev["arguments"]))
+                        yield FunctionCallDone(ev["call_id"], ev["name"],
+                                               json.dumps(ev["arguments"], ensure_ascii=False))
                     else:
                         yield ToolProgress(ev["call_id"], f"calling {ev['name']}", 0.0)
                 elif kind == "progress":

@@ -44,7 +44,9 @@ class TurnDetectionIn(_Lenient):
     silence_duration_ms: int | None = Field(None, ge=0, le=10_000)
     create_response: bool | None = None
     interrupt_response: bool | None = None
-    idle_timeout_ms: int | None = None
+    idle_timeout_ms: int | None = Field(None, ge=100, le=300_000)
+    """server_vad: with no speech this long after the last answer finished playing, the server sends
+    ``input_audio_buffer.timeout_triggered`` and answers (to prompt the user)."""
     eagerness: str | None = None
 
 
@@ -78,6 +80,19 @@ class AudioConfigIn(_Lenient):
     output: AudioOutputIn | None = None
 
 
+class TokenLimitsIn(_Model):
+    post_instructions: int | None = Field(None, ge=1)
+
+
+class RetentionRatioIn(_Model):
+    type: Literal["retention_ratio"]
+    retention_ratio: float = Field(ge=0.0, le=1.0)
+    token_limits: TokenLimitsIn | None = None
+
+
+TruncationIn = Literal["auto", "disabled"] | RetentionRatioIn
+
+
 class ToolIn(_Lenient):
     type: Literal["function"] = "function"
     name: str
@@ -100,6 +115,10 @@ class SessionIn(_Lenient):
     tool_choice: str | dict[str, Any] | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     max_output_tokens: int | Literal["inf"] | None = None
+    truncation: TruncationIn | None = None
+    tracing: Any = None
+    include: list[str] | None = None
+    prompt: Any = None
     # GA
     output_modalities: list[Literal["text", "audio"]] | None = None
     audio: AudioConfigIn | None = None
@@ -111,6 +130,8 @@ class SessionIn(_Lenient):
     input_audio_transcription: TranscriptionIn | None = None
     turn_detection: TurnDetectionIn | None = None
     max_response_output_tokens: int | Literal["inf"] | None = None
+    speed: float | None = None
+    input_audio_noise_reduction: Any = None
     # our extensions
     omni: dict[str, Any] | None = None
     """``{"session_id": "..."}``: a stable id under which the server keeps this conversation (resume)."""
@@ -410,6 +431,13 @@ class InputAudioBufferSpeechStarted(_ServerEvent):
 
 class InputAudioBufferSpeechStopped(_ServerEvent):
     type: Literal["input_audio_buffer.speech_stopped"] = "input_audio_buffer.speech_stopped"
+    audio_end_ms: int
+    item_id: str
+
+
+class InputAudioBufferTimeoutTriggered(_ServerEvent):
+    type: Literal["input_audio_buffer.timeout_triggered"] = "input_audio_buffer.timeout_triggered"
+    audio_start_ms: int
     audio_end_ms: int
     item_id: str
 

@@ -60,6 +60,8 @@ class ResponseOptions:
     latency: dict[str, float] = field(default_factory=dict)
     """Filled by the responder as things happen (``ttft_ms``, ``first_audio_ms``), so the figures
     survive a cancelled response whose ``ResponseFinished`` never comes."""
+    usage: Usage = field(default_factory=lambda: Usage())
+    """Filled by the responder as tokens are counted, for the same reason (a cancelled response's usage)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,7 +227,7 @@ class DirectResponder:
         out: asyncio.Queue = asyncio.Queue()
         text_q: asyncio.Queue = asyncio.Queue()
         hidden_q: asyncio.Queue = asyncio.Queue()
-        usage = Usage()
+        usage = options.usage
         latency = options.latency
         finish: dict[str, Any] = {"reason": None}
 

@@ -17,10 +17,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from audio.dsp import StreamingResampler
 from audio.vad import FRAME_SAMPLES, SileroModelPool, StreamingVAD, VadEvent, VadParams
 from omni_agent.realtime import events as ev
 from omni_agent.realtime import metrics
+from omni_agent.realtime import truncation as trunc
+from omni_agent.realtime.audio_input import AudioRateLimit, InputAudio, audio_pool, audio_seconds
 from omni_agent.realtime.config import SessionConfig, response_overrides
 from omni_agent.realtime.conversation import (
     MODEL_RATE,
@@ -30,9 +31,8 @@ from omni_agent.realtime.conversation import (
     item_from_client,
     item_id,
 )
-from omni_agent.realtime.formats import FORMAT_RATE, b64decode_strict, decode_audio
 from omni_agent.realtime.media import ItemMedia, decode_item_media, has_media
-from omni_agent.realtime.responder import Responder
+from omni_agent.realtime.responder import Conversation, Responder
 from omni_agent.realtime.response import ActiveResponse
 from omni_agent.realtime.transcription import Transcriber
 from omni_agent.settings import RealtimeSettings
@@ -95,8 +95,10 @@ class RealtimeSession:
         # Input audio buffer at 16 kHz; positions are ms of all audio appended this session.
         self._buffer: list[np.ndarray] = []
         self._buffer_samples = 0
-        # one resampler over the whole input stream: per-append resampling zero-pads every chunk edge
-        self._in_rs: StreamingResampler | None = None
+        # decoding, one resampler over the whole input stream, and VAD: on the audio worker threads
+        self._audio = InputAudio()
+        self._audio_limit = AudioRateLimit(settings.audio_rate_limit, 2 * settings.max_buffered_audio_s)
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._buffer_start = 0  # stream sample index (16 kHz) of the buffer's first sample
         self._stream_samples = 0
         self._speech_item: str | None = None
@@ -138,9 +140,10 @@ class RealtimeSession:
         self.emit(ev.SessionCreated(session=self.cfg.render()))
 
     async def close(self) -> None:
-        self.closed = True
+        self._cancel_idle()
         if self.response is not None:
             await self.response.cancel("client_disconnected")
+        self.closed = True
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -162,15 +165,17 @@ class RealtimeSession:
             if self._vad is not None:
                 self.vad_pool.release(self._vad.model)
                 self._vad = None
+            self._audio.vad = None
             return
         params = VadParams(td.threshold, td.prefix_padding_ms, td.silence_duration_ms)
         if self._vad is None:
             # Loading a Silero model reads a file and builds TorchScript (~50 ms): off the event loop.
-            model = await asyncio.get_running_loop().run_in_executor(None, self.vad_pool.acquire)
+            model = await asyncio.get_running_loop().run_in_executor(audio_pool(), self.vad_pool.acquire)
             self._vad = StreamingVAD(params, model)
             self._vad.state.samples_seen = self._stream_samples  # positions continue the session's stream
         else:
             self._vad.params = params
+        self._audio.vad = self._vad
 
     # ------------------------------------------------------------------------------------ input
 
@@ -204,29 +209,31 @@ class RealtimeSession:
 
     async def on_input_audio_buffer_append(self, e: ev.InputAudioBufferAppend) -> None:
         fmt = self.cfg.input_format
-        raw = b64decode_strict(e.audio, e.event_id)
-        wave = decode_audio(raw, fmt, e.event_id)
-        limit = int(self.settings.max_buffered_audio_s * MODEL_RATE)
-        rate = FORMAT_RATE[fmt]
-        if self._buffer_samples + len(wave) * MODEL_RATE // rate > limit:  # refused audio never enters the resampler
+        seconds = audio_seconds(len(e.audio), fmt)
+        room = int(self.settings.max_buffered_audio_s * MODEL_RATE) - self._buffer_samples
+        if seconds * MODEL_RATE > room + 1:  # what does not fit is refused as such, not counted as rate
             raise ev.ProtocolError("input_audio_buffer_full",
                                    f"the input audio buffer holds at most {self.settings.max_buffered_audio_s:g} s; "
                                    "commit or clear it", e.event_id, "audio")
-        if self._in_rs is None or self._in_rs.orig_sr != rate:
-            self._in_rs = StreamingResampler(rate, MODEL_RATE)
-        wave16 = self._in_rs.push(wave)  # holds back < 3 ms of input as context for the next chunk
-        metrics.AUDIO_IN_SECONDS.inc(len(wave) / rate)
-        self._buffer.append(wave16)
-        self._buffer_samples += len(wave16)
-        self._stream_samples += len(wave16)
-        if self._vad is not None:
-            for vad_event in self._vad.push(wave16):
-                await self._on_vad(vad_event)
-            if not self._vad.state.speaking and self.cfg.turn_detection is not None:
-                # keep the prefix padding plus the samples VAD has not judged yet (a partial window and
-                # the window in progress), so that speech_started can reach back audio_start_ms
-                keep = self._ms_to_samples(self.cfg.turn_detection.prefix_padding_ms) + 2 * FRAME_SAMPLES
-                self._trim_buffer(self._stream_samples - keep)
+        if not self._audio_limit.take(seconds):
+            raise ev.ProtocolError("rate_limit_exceeded",
+                                   f"audio arrives faster than {self.settings.audio_rate_limit:g}x real time beyond a "
+                                   f"{2 * self.settings.max_buffered_audio_s:g} s burst; append dropped", e.event_id,
+                                   type="rate_limit_error")
+        got = await asyncio.get_running_loop().run_in_executor(
+            audio_pool(self.settings.audio_workers), self._audio.process, e.audio, fmt, room,
+            self.settings.max_buffered_audio_s, e.event_id)
+        metrics.AUDIO_IN_SECONDS.inc(got.seconds)
+        self._buffer.append(got.wave16)
+        self._buffer_samples += len(got.wave16)
+        self._stream_samples += len(got.wave16)
+        for vad_event in got.vad_events:
+            await self._on_vad(vad_event)
+        if self._vad is not None and not self._vad.state.speaking and self.cfg.turn_detection is not None:
+            # keep the prefix padding plus the samples VAD has not judged yet (a partial window and
+            # the window in progress), so that speech_started can reach back audio_start_ms
+            keep = self._ms_to_samples(self.cfg.turn_detection.prefix_padding_ms) + 2 * FRAME_SAMPLES
+            self._trim_buffer(self._stream_samples - keep)
 
     @staticmethod
     def _ms_to_samples(ms: int) -> int:
@@ -247,6 +254,7 @@ class RealtimeSession:
         return np.concatenate(self._buffer) if self._buffer else np.zeros(0, np.float32)
 
     async def _on_vad(self, v: VadEvent) -> None:
+        self._cancel_idle()
         if v.kind == "speech_started":
             self._speech_item = item_id()
             self._speech_start_ms = v.audio_ms
@@ -322,8 +330,7 @@ class RealtimeSession:
 
     async def on_input_audio_buffer_clear(self, e: ev.InputAudioBufferClear) -> None:
         self._buffer, self._buffer_samples, self._buffer_start = [], 0, self._stream_samples
-        if self._in_rs is not None:
-            self._in_rs.reset()
+        self._audio.reset()
         self.emit(ev.InputAudioBufferCleared())
 
     # ------------------------------------------------------------------------------------ conversation
@@ -370,19 +377,17 @@ class RealtimeSession:
             raise ev.ProtocolError("invalid_item", "only assistant audio items can be truncated", e.event_id, "item_id")
         if e.content_index != 0:
             raise ev.ProtocolError("invalid_value", "content_index must be 0", e.event_id, "content_index")
-        self.truncate(item, e.audio_end_ms)
-
-    def truncate(self, item: Item, audio_end_ms: int) -> int:
-        """Cut ``item``'s audio at ``audio_end_ms``, clamped to the audio actually sent; emits ``truncated``."""
-        sent_ms = item.sent_samples * 1000 // OUTPUT_RATE
-        end_ms = min(audio_end_ms, sent_ms)
-        item.truncate_audio(end_ms * OUTPUT_RATE // 1000)
-        self.emit(ev.ConversationItemTruncated(item_id=item.id, content_index=0, audio_end_ms=end_ms))
-        return end_ms
+        have_ms = item.output_audio_samples * 1000 // OUTPUT_RATE
+        if e.audio_end_ms > have_ms:
+            raise ev.ProtocolError("invalid_value", f"audio_end_ms {e.audio_end_ms} is beyond the item's audio "
+                                   f"({have_ms} ms)", e.event_id, "audio_end_ms")
+        item.truncate_audio(e.audio_end_ms * OUTPUT_RATE // 1000)
+        self.emit(ev.ConversationItemTruncated(item_id=item.id, content_index=0, audio_end_ms=e.audio_end_ms))
 
     # ------------------------------------------------------------------------------------ responses
 
     async def on_response_create(self, e: ev.ResponseCreate) -> None:
+        self._cancel_idle()
         if self.response is not None:
             raise ev.ProtocolError("conversation_already_has_active_response",
                                    f"response {self.response.id} is still in progress", e.event_id)
@@ -396,9 +401,32 @@ class RealtimeSession:
     def _start_response(self, opts: dict[str, Any] | None, input_items: list[Item] | None,
                         turn_end_t: float | None) -> None:
         opts = opts or response_overrides(self.cfg, None)
+        self._cancel_idle()
         resp = ActiveResponse(self, opts, input_items, turn_end_t)
         self.response = resp
-        resp.task = self.spawn(resp.run())
+        resp.attach(self.spawn(resp.run()))
+
+    def response_view(self, resp: ActiveResponse) -> Conversation:
+        """What the responder continues: the conversation within the context (truncated as configured), or
+        the response's own ``input`` items.
+
+        Raises:
+            ProtocolError: ``context_length_exceeded`` (truncation disabled, or one item alone too large).
+        """
+        instructions = resp.opts["instructions"]
+        if resp.input_items is not None:
+            state = ConversationState(media_budget=self.conversation.media_budget)
+            for it in resp.input_items:
+                state.add(it)
+            return state.view(instructions)
+        fixed = trunc.text_tokens(instructions) + sum(trunc.text_tokens(str(t)) for t in resp.opts["tools"])
+        budget = trunc.budget_for(self.cfg.truncation, self._model_len(), fixed, resp.opts["max_output_tokens"])
+        trunc.fit(self.conversation, self.cfg.truncation, budget)
+        return self.conversation.view(instructions)
+
+    def _model_len(self) -> int:
+        engine = getattr(self.responder, "engine", None)
+        return getattr(engine, "max_model_len", None) or self.settings.context_tokens or DEFAULT_MODEL_LEN
 
     def rate_limits(self) -> list[dict[str, Any]]:
         """What ``rate_limits.updated`` reports: the per-session event budget (set by the transport)."""
@@ -407,6 +435,31 @@ class RealtimeSession:
     def response_finished(self, resp: ActiveResponse) -> None:
         if self.response is resp:
             self.response = None
+        td = self.cfg.turn_detection
+        if td is not None and td.idle_timeout_ms and not self.closed:
+            # the timeout counts from when the answer's audio has finished playing on the client
+            played_s = sum(i.sent_samples for i in resp.output if i.type == "message") / OUTPUT_RATE
+            wait_s = max(0.0, played_s - (time.perf_counter() - resp.t0)) + td.idle_timeout_ms / 1000
+            self._idle_timer = asyncio.get_running_loop().call_later(wait_s, self._idle_fired)
+
+    def _cancel_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_fired(self) -> None:
+        """``idle_timeout_ms`` passed without speech: commit what the buffer holds and answer (as the spec says)."""
+        self._idle_timer = None
+        td = self.cfg.turn_detection
+        if self.closed or self.response is not None or td is None or (self._vad is not None and self._vad.state.speaking):
+            return
+        iid = item_id()
+        start_ms = self._buffer_start * 1000 // MODEL_RATE
+        end_ms = self._stream_samples * 1000 // MODEL_RATE
+        self.emit(ev.InputAudioBufferTimeoutTriggered(audio_start_ms=start_ms, audio_end_ms=end_ms, item_id=iid))
+        if self._buffer_samples >= self._ms_to_samples(MIN_COMMIT_MS):
+            self._commit(iid, end_sample=None, event_id=None)
+        self._start_response(None, None, turn_end_t=None)
 
     async def on_response_cancel(self, e: ev.ResponseCancel) -> None:
         resp = self.response

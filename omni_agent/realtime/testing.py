@@ -56,11 +56,11 @@ class FakeResponder:
             if cancel.is_set():
                 break
             await asyncio.sleep(self.delay_s)  # "decode + vocode"
+            options.usage.input_tokens, options.usage.output_tokens = 10, 3 * (i + 1)
             yield TextDelta(self.text)
             if "audio" in options.modalities:
                 latency.setdefault("first_audio_ms", (time.perf_counter() - t0) * 1000)
                 yield AudioDelta(tone, SR, self.text)
-            del i
         latency["total_ms"] = (time.perf_counter() - t0) * 1000
         status = "cancelled" if cancel.is_set() else "completed"
         yield ResponseFinished(status, None, Usage(input_tokens=10, output_tokens=self.steps * 3), latency)

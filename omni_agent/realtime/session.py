@@ -20,6 +20,7 @@ import numpy as np
 from audio.vad import FRAME_SAMPLES, SileroModelPool, StreamingVAD, VadEvent, VadParams
 from omni_agent.realtime import events as ev
 from omni_agent.realtime import metrics
+from omni_agent.realtime import response as response_mod
 from omni_agent.realtime import truncation as trunc
 from omni_agent.realtime.audio_input import AudioRateLimit, InputAudio, audio_pool, audio_seconds
 from omni_agent.realtime.config import SessionConfig, response_overrides
@@ -141,8 +142,11 @@ class RealtimeSession:
 
     async def close(self) -> None:
         self._cancel_idle()
-        if self.response is not None:
-            await self.response.cancel("client_disconnected")
+        resp = self.response
+        if resp is not None:  # its response.done still goes out (to the replay journal at least)
+            await resp.cancel("client_disconnected")
+            if resp.task is not None:
+                await asyncio.wait({resp.task}, timeout=response_mod.CANCEL_GRACE_S + 1)
         self.closed = True
         for t in list(self._tasks):
             t.cancel()

@@ -154,6 +154,7 @@ class AgentResponder:
             all_tools += ImageTools.lazy(engine, artifacts, preset=settings.model.preset).tools()
         model = EngineChatModel(engine, artifacts=artifacts, max_tokens=settings.engine.default_max_tokens)
         self = cls(None, artifacts)  # type: ignore[arg-type]
+        self.engine = engine  # the realtime session reads its context length and tokenizer (truncation)
 
         async def open_() -> None:
             saver = await open_checkpointer(db)
@@ -319,7 +320,8 @@ class AgentResponder:
                          tool_choice=options.tool_choice or "auto", client_tools=declared,
                          instructions=self._instructions(conversation), temperature=options.temperature,
                          max_output_tokens=options.max_output_tokens, sampling=sampling,
-                         server_tools=server_tools)
+                         server_tools=server_tools, context_tokens=getattr(options, "context_tokens", None),
+                         retention_ratio=getattr(options, "retention_ratio", None))
         try:
             values, pending = await self.runner.snapshot(sid) if persistent else ({}, [])
             pending_calls = {p["call_id"] for p in pending}

@@ -48,6 +48,7 @@ class Item:
     loses its transcript (as the spec says); the model, which reads assistant turns as text, keeps this."""
     media_dropped: bool = False
     """Context truncation replaced this item's media by its transcript/text (see ``truncation.py``)."""
+    _tokens: tuple[Any, int] | None = None  # truncation's cached token count (key, tokens)
 
     @property
     def output_audio_samples(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -100,6 +101,7 @@ class RealtimeSession:
         self._audio = InputAudio()
         self._audio_limit = AudioRateLimit(settings.audio_rate_limit, 2 * settings.max_buffered_audio_s)
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._count = trunc.tokenizer_counter(getattr(responder, "engine", None))
         self._buffer_start = 0  # stream sample index (16 kHz) of the buffer's first sample
         self._stream_samples = 0
         self._speech_item: str | None = None
@@ -423,9 +425,13 @@ class RealtimeSession:
             for it in resp.input_items:
                 state.add(it)
             return state.view(instructions)
-        fixed = trunc.text_tokens(instructions) + sum(trunc.text_tokens(str(t)) for t in resp.opts["tools"])
+        count = self._count
+        fixed = count(instructions) + sum(count(json.dumps(t)) for t in resp.opts["tools"])
         budget = trunc.budget_for(self.cfg.truncation, self._model_len(), fixed, resp.opts["max_output_tokens"])
-        trunc.fit(self.conversation, self.cfg.truncation, budget)
+        trunc.fit(self.conversation, self.cfg.truncation, budget, count)
+        if self.cfg.truncation != "disabled":  # responders with their own history cut it the same way
+            resp.options.context_tokens = budget
+            resp.options.retention_ratio = getattr(self.cfg.truncation, "retention_ratio", None)
         return self.conversation.view(instructions)
 
     def _model_len(self) -> int:

@@ -15,16 +15,16 @@ several turns. ``"disabled"`` never drops: a conversation that does not fit fail
 ``context_length_exceeded``. Items are never deleted from the conversation itself (the client
 still sees them); only the model's view shrinks, and it never grows back over dropped items.
 
-Token counts are estimates made without the tokenizer (the session does not own one): text counts
-one token per 2.5 UTF-8 bytes (over-counts English, about right for CJK), audio counts its exact
-25 Hz tokens, an image :data:`IMAGE_TOKENS` and a video the media budget. Over-counting only
-truncates a little early.
+Text is counted with the engine's tokenizer when the responder exposes its engine (else one token
+per UTF-8 byte, an upper bound for a byte-level BPE), audio with its exact 25 Hz token count, an image
+as :data:`IMAGE_TOKENS` and a video as the media budget; the count of an item is cached on it.
+Over-counting only truncates a little early.
 """
 
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Callable
 from typing import Any
 
 from audio.encoder import audio_token_count
@@ -33,15 +33,36 @@ from omni_agent.realtime.events import ProtocolError
 MESSAGE_OVERHEAD = 6  # role markers and separators around each message
 IMAGE_TOKENS = 1280  # an image at the processor's default maximum resolution, rounded up
 ANSWER_RESERVE = 512  # room kept for the answer when max_output_tokens is "inf"
-BYTES_PER_TOKEN = 2.5
+
+TextCounter = Callable[[str], int]
 
 
-def text_tokens(text: str) -> int:
-    return math.ceil(len(text.encode()) / BYTES_PER_TOKEN)
+def byte_count(text: str) -> int:
+    """Tokens of ``text`` without a tokenizer: one per UTF-8 byte (never fewer than a byte-level BPE gives)."""
+    return len(text.encode())
 
 
-def item_tokens(item: Any, media_budget: int | None) -> int:
-    """Estimated prompt tokens of one conversation item (see the module docstring)."""
+def tokenizer_counter(engine: Any) -> TextCounter:
+    """The engine's own tokenizer as a counter (``byte_count`` when the engine has none)."""
+    tok = getattr(getattr(engine, "processor", None), "tokenizer", None)
+    if tok is None:
+        return byte_count
+    return lambda text: len(tok.encode(text, add_special_tokens=False).ids) if text else 0
+
+
+def item_tokens(item: Any, media_budget: int | None, count: TextCounter = byte_count) -> int:
+    """Prompt tokens of one conversation item (see the module docstring), cached on the item."""
+    key = (item.heard_text, item.media_dropped, len(item.content), item.arguments, item.output,
+           tuple(p.get("transcript") or p.get("text") or "" for p in item.content), id(count))
+    cached = getattr(item, "_tokens", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    n = _item_tokens(item, media_budget, count)
+    item._tokens = (key, n)
+    return n
+
+
+def _item_tokens(item: Any, media_budget: int | None, text_tokens: TextCounter) -> int:
     n = MESSAGE_OVERHEAD
     if item.type == "function_call":
         return n + text_tokens(json.dumps({"name": item.name, "arguments": item.arguments}))
@@ -84,7 +105,8 @@ def budget_for(truncation: Any, max_model_len: int, instructions_tokens: int, ma
     return budget
 
 
-def fit(conversation: Any, truncation: Any, budget: int, event_id: str | None = None) -> list[str]:
+def fit(conversation: Any, truncation: Any, budget: int, count: TextCounter = byte_count,
+        event_id: str | None = None) -> list[str]:
     """Move the conversation's context start (and drop media) until its items fit ``budget``.
 
     Args:
@@ -100,7 +122,7 @@ def fit(conversation: Any, truncation: Any, budget: int, event_id: str | None = 
             item alone does not fit).
     """
     items = conversation.items[conversation.context_start:]
-    sizes = [item_tokens(i, conversation.media_budget) for i in items]
+    sizes = [item_tokens(i, conversation.media_budget, count) for i in items]
     total = sum(sizes)
     if total <= budget:
         return []
@@ -118,7 +140,7 @@ def fit(conversation: Any, truncation: Any, budget: int, event_id: str | None = 
             break
         if has_media(item):
             drop_media(item)
-            new = item_tokens(item, conversation.media_budget)
+            new = item_tokens(item, conversation.media_budget, count)
             total -= sizes[n] - new
             sizes[n] = new
             changed.append(item.id)

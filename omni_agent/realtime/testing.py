@@ -46,7 +46,11 @@ class FakeResponder:
 
     async def respond(self, conversation: Conversation, options: ResponseOptions,
                       cancel: asyncio.Event) -> AsyncIterator[Any]:
+        from audio.encoder import audio_token_count
+
         self.calls.append((conversation, options))
+        prompt = 10 + sum(audio_token_count(len(p["audio"])) for m in conversation.messages
+                          if isinstance(m.get("content"), list) for p in m["content"] if p.get("type") == "audio")
         t0 = time.perf_counter()
         latency = options.latency
         n = int(self.chunk_s * SR)
@@ -56,14 +60,14 @@ class FakeResponder:
             if cancel.is_set():
                 break
             await asyncio.sleep(self.delay_s)  # "decode + vocode"
-            options.usage.input_tokens, options.usage.output_tokens = 10, 3 * (i + 1)
+            options.usage.input_tokens, options.usage.output_tokens = prompt, 3 * (i + 1)
             yield TextDelta(self.text)
             if "audio" in options.modalities:
                 latency.setdefault("first_audio_ms", (time.perf_counter() - t0) * 1000)
                 yield AudioDelta(tone, SR, self.text)
         latency["total_ms"] = (time.perf_counter() - t0) * 1000
         status = "cancelled" if cancel.is_set() else "completed"
-        yield ResponseFinished(status, None, Usage(input_tokens=10, output_tokens=self.steps * 3), latency)
+        yield ResponseFinished(status, None, Usage(input_tokens=prompt, output_tokens=self.steps * 3), latency)
 
 
 class LiveServer:

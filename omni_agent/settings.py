@@ -49,7 +49,9 @@ class ServerSettings(_Section):
     api_key: str | None = None
     """When set, every request must carry ``Authorization: Bearer <key>``."""
     allowed_origins: list[str] = Field(default_factory=list)
-    """Origin allow-list for browser clients; empty allows any origin."""
+    """Origin allow-list for browser clients of the realtime websocket. Empty (the default) admits only
+    clients without an ``Origin`` (SDKs, the CLI) and pages served by this server itself; ``["*"]``
+    admits every page (``OMNI_AGENT_SERVER__ALLOWED_ORIGINS='["https://app.example"]'``)."""
 
 
 class EngineSettings(_Section):
@@ -77,8 +79,14 @@ class RealtimeSettings(_Section):
     """Threads decoding, resampling and running VAD on input audio (shared by all sessions)."""
     context_tokens: int | None = Field(None, ge=64)
     """Context length for truncation when the responder does not expose its engine (default: the engine's)."""
-    max_outbound_queue: int = Field(512, ge=8)
-    """Server events queued for a slow client before the session is closed."""
+    max_outbound_bytes: int = Field(64 * 2**20, ge=64 * 1024)
+    """Bytes of server events queued for a slow client before the session is closed."""
+    journal_db: str | None = None
+    """SQLite file where sessions opened with ``?session_id=`` keep their numbered events (replay) and
+    conversation items (restored after a restart); None keeps nothing (``serve`` puts it next to
+    ``agent.checkpoint_db``)."""
+    replay_bytes: int = Field(16 * 2**20, ge=64 * 1024)
+    """Newest server events kept per journaled session for replay."""
 
 
 class AgentSettings(_Section):

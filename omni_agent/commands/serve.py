@@ -35,6 +35,10 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
     from omni_agent.server import files
     from omni_agent.server.app import create_app
 
+    if settings.realtime.journal_db is None:  # resumable realtime sessions live beside the agent's checkpoints
+        from pathlib import Path
+
+        settings.realtime.journal_db = str(Path(settings.agent.checkpoint_db).parent / "realtime-journal.sqlite")
     engine = AsyncEngine.from_settings(settings)
     tts = StreamingTTS.build(settings, seed=settings.model.seed)
     responder = AgentResponder.build(settings, engine, tts)  # the SQLite file opens on the first response

@@ -101,6 +101,21 @@ class Item:
         self.status = "incomplete"
 
 
+def item_from_stored(row: dict[str, Any]) -> Item:
+    """An item read back from the journal (``journal.py``): its JSON, audio and heard text."""
+    j = row["item"]
+    item = Item(j["id"], j["type"], role=j.get("role"), status=j.get("status", "completed"),
+                content=[dict(p) for p in j.get("content") or []], input_audio=row["input_audio"],
+                call_id=j.get("call_id"), name=j.get("name"), arguments=j.get("arguments"),
+                output=j.get("output"), heard_text=row["heard_text"])
+    if row["output_audio"] is not None:
+        item.output_audio = [row["output_audio"]]
+        item._chunk_texts = [item.heard_text or next((p.get("transcript") or "" for p in item.content
+                                                      if p["type"] == "output_audio"), "")]
+        item.sent_samples = len(row["output_audio"])
+    return item
+
+
 def item_from_client(spec: ItemIn, input_format: str, event_id: str | None, media: ItemMedia | None = None) -> Item:
     """A ``conversation.item.create`` item -> Item (audio decoded and resampled to 16 kHz).
 

@@ -31,8 +31,10 @@ from omni_agent.realtime.conversation import (
     ConversationState,
     Item,
     item_from_client,
+    item_from_stored,
     item_id,
 )
+from omni_agent.realtime.journal import Journal, SessionLog
 from omni_agent.realtime.media import ItemMedia, decode_item_media, has_media
 from omni_agent.realtime.responder import Conversation, Responder
 from omni_agent.realtime.response import ActiveResponse
@@ -81,7 +83,8 @@ class RealtimeSession:
 
     def __init__(self, settings: RealtimeSettings, responder: Responder, outbox: Outbox, *,
                  transcriber: Transcriber | None = None, vad_pool: SileroModelPool | None = None,
-                 protocol: str = "ga", session_id: str | None = None) -> None:
+                 protocol: str = "ga", session_id: str | None = None, journal: Journal | None = None,
+                 principal: str | None = None) -> None:
         self.settings = settings
         self.responder = responder
         self.outbox = outbox
@@ -89,6 +92,11 @@ class RealtimeSession:
         self.vad_pool = vad_pool or SileroModelPool()
         self.cfg = SessionConfig(protocol="beta" if protocol == "beta" else "ga")
         self.client_session_id = session_id
+        self.principal = principal
+        """Who connected (a hash of the API key; None: the one local principal). Stored state is keyed by
+        principal and session id, so a session id alone never reaches another principal's session."""
+        self.journal = journal
+        self.log: SessionLog | None = None
         self.conversation = ConversationState(media_budget=self._media_budget())
         self.response: ActiveResponse | None = None
         self.has_spoken = False
@@ -111,7 +119,10 @@ class RealtimeSession:
 
     @property
     def session_id(self) -> str:
-        """The id responses are stored under: the client's stable id, else the server's session id."""
+        """The id responses are stored under: the client's stable id (within its principal), else the
+        server's session id."""
+        if self.client_session_id and self.principal:
+            return f"{self.principal}:{self.client_session_id}"
         return self.client_session_id or self.cfg.id
 
     def _media_budget(self) -> int:
@@ -126,6 +137,8 @@ class RealtimeSession:
     def emit(self, event: ev._ServerEvent, *, on_sent: Callable[[], None] | None = None,
              drop: Callable[[], bool] | None = None) -> None:
         data = ev.dump_event(event, beta=self.cfg.beta)
+        if self.log is not None:  # numbered and stored even when the client has gone (replay)
+            self.log.record(event, data, self.conversation)
         if data is None or self.closed:
             return
         metrics.SERVER_EVENTS.labels(event.type).inc()
@@ -138,9 +151,33 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def start(self, last_event_id: str | None = None) -> None:
+        """Send ``session.created``; for a journaled session (``?session_id=``) first restore its
+        conversation, then replay the events after ``last_event_id`` and close responses a restart cut."""
         await self._ensure_vad()
+        replay: list[str] | None = []
+        interrupted: list[Item] = []
+        open_responses: list[dict[str, Any]] = []
+        if self.journal is not None and self.client_session_id is not None:
+            self.log = SessionLog(self.journal, self.session_id)
+            if last_event_id is not None:
+                replay = self.log.replay_after(last_event_id)
+            interrupted = self.log.restore(self.conversation, item_from_stored)
+            open_responses = self.log.open_responses()
         self.emit(ev.SessionCreated(session=self.cfg.render()))
+        if replay is None:
+            self.error(ev.ProtocolError("replay_unavailable", f"event {last_event_id} is not in this session's "
+                                        "journal (unknown, or older than what is kept); nothing replayed",
+                                        param="last_event_id"))
+        for data in replay:
+            self.outbox.put(data)
+        for resp in open_responses:  # the server stopped while it ran: its output items are incomplete
+            ids = {i.id for i in interrupted}
+            output = [i.to_json() for i in self.conversation.items if i.id in ids]
+            self.emit(ev.ResponseDone(response={**resp, "status": "incomplete", "output": output, "status_details": {
+                "type": "incomplete", "reason": None,
+                "error": {"type": "server_error", "code": "server_restarted",
+                          "message": "the server restarted while this response was in progress"}}}))
 
     async def close(self) -> None:
         self._cancel_idle()

@@ -158,6 +158,17 @@ class Journal:
                 created.pop(ev["response"]["id"], None)
         return list(created.values())
 
+    def streamed_text(self, sid: str, item_id: str) -> str:
+        """The text and transcript deltas sent for one item, joined."""
+        out = []
+        for (data,) in self._read("SELECT data FROM events WHERE sid = ? AND data LIKE ? ORDER BY seq",
+                                  (sid, f'%"item_id":"{item_id}"%')):
+            ev = json.loads(data)
+            if ev["type"] in ("response.output_text.delta", "response.text.delta",
+                              "response.output_audio_transcript.delta", "response.audio_transcript.delta"):
+                out.append(ev["delta"])
+        return "".join(out)
+
     def items(self, sid: str) -> tuple[list[dict[str, Any]], int]:
         """(stored items in conversation order, context start); each ``{"item", "input_audio", ...}``."""
         order = self._read("SELECT ids, context_start FROM item_order WHERE sid = ?", (sid,))
@@ -176,6 +187,7 @@ class Journal:
 
 
 _ITEM_EVENTS = ("conversation.item.added", "conversation.item.done", "conversation.item.truncated",
+                "response.content_part.added",
                 "conversation.item.input_audio_transcription.completed", "response.output_item.done")
 
 
@@ -194,7 +206,7 @@ class SessionLog:
             self.journal.event(self.sid, self.seq, event.event_id, data)
         kind = event.type
         if kind in _ITEM_EVENTS or kind == "conversation.item.deleted":
-            iid = event.item["id"] if hasattr(event, "item") else event.item_id
+            iid = event.item["id"] if isinstance(getattr(event, "item", None), dict) else event.item_id
             item = conversation.get(iid)
             if item is not None:
                 self.journal.item(self.sid, item)
@@ -213,6 +225,9 @@ class SessionLog:
             item = make_item(row)
             if item.status == "in_progress":
                 item.status = "incomplete"
+                text = self.journal.streamed_text(self.sid, item.id)  # what was streamed before the stop
+                for part in item.content:
+                    part["text" if part["type"] == "output_text" else "transcript"] = text
                 interrupted.append(item)
                 self.journal.item(self.sid, item)
             conversation.items.append(item)

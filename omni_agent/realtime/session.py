@@ -169,7 +169,7 @@ class RealtimeSession:
             self.error(ev.ProtocolError("replay_unavailable", f"event {last_event_id} is not in this session's "
                                         "journal (unknown, or older than what is kept); nothing replayed",
                                         param="last_event_id"))
-        for data in replay:
+        for data in replay or []:
             self.outbox.put(data)
         for resp in open_responses:  # the server stopped while it ran: its output items are incomplete
             ids = {i.id for i in interrupted}

@@ -11,6 +11,7 @@ Serialisation lives here (``parse_client_event`` / ``dump_event``), transport in
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -289,6 +290,19 @@ class ProtocolError(Exception):
         self.code, self.message, self.event_id, self.param, self.type = code, message, event_id, param, type
 
 
+_EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([^"\\]{1,128})"')
+
+
+def peek_event_id(data: str | bytes) -> str | None:
+    """The ``event_id`` of an event that cannot be parsed (bad JSON, too large, rate limited), found in its
+    first or last 4 KiB."""
+    for part in (data[:4096], data[-4096:]):
+        m = _EVENT_ID.search(part.encode(errors="replace") if isinstance(part, str) else part)
+        if m:
+            return m.group(1).decode(errors="replace")
+    return None
+
+
 def parse_client_event(raw: str | bytes) -> Any:
     """JSON text -> a client event model.
 
@@ -299,7 +313,12 @@ def parse_client_event(raw: str | bytes) -> Any:
     try:
         obj = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ProtocolError("invalid_json", f"event is not valid JSON: {e}") from None
+        raise ProtocolError("invalid_json", f"event is not valid JSON: {e}", peek_event_id(raw)) from None
+    except RecursionError:
+        raise ProtocolError("invalid_json", "event is nested too deeply", peek_event_id(raw)) from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise ProtocolError("invalid_json", f"event has a value that cannot be read: {e}", peek_event_id(raw),
+                            ) from None
     if not isinstance(obj, dict):
         raise ProtocolError("invalid_json", "event must be a JSON object")
     eid = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None

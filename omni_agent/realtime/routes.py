@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from audio.vad import SileroModelPool
 from omni_agent.realtime import metrics
-from omni_agent.realtime.events import ProtocolError
+from omni_agent.realtime.events import ProtocolError, peek_event_id
 from omni_agent.realtime.journal import Journal
 from omni_agent.realtime.responder import DirectResponder, Responder
 from omni_agent.realtime.session import SESSION_ID, RealtimeSession
@@ -107,18 +106,6 @@ class TokenBucket:
     def describe(self) -> list[dict[str, Any]]:
         return [{"name": "requests", "limit": int(self.capacity), "remaining": int(self.tokens),
                  "reset_seconds": round((self.capacity - self.tokens) / self.rate, 3)}]
-
-
-_EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([^"\\]{1,128})"')
-
-
-def _peek_event_id(data: str | bytes) -> str | None:
-    """The event_id of an event we will not parse (too large, rate limited), from its first or last bytes."""
-    for part in (data[:4096], data[-4096:]):
-        m = _EVENT_ID.search(part.encode() if isinstance(part, str) else part)
-        if m:
-            return m.group(1).decode(errors="replace")
-    return None
 
 
 def _presented_key(ws: WebSocket) -> str | None:
@@ -268,12 +255,12 @@ def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, res
             if len(data) > rt.max_event_bytes:
                 session.error(ProtocolError("event_too_large",
                                             f"event of {len(data)} bytes exceeds the limit of {rt.max_event_bytes}",
-                                            _peek_event_id(data)))
+                                            peek_event_id(data)))
                 continue
             if not bucket.take():
                 session.error(ProtocolError("rate_limit_exceeded",
                                             f"more than {rt.max_events_per_s:g} events per second; event dropped",
-                                            _peek_event_id(data), type="rate_limit_error"))
+                                            peek_event_id(data), type="rate_limit_error"))
                 continue
             await session.handle(data)
 

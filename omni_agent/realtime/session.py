@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import time
@@ -38,7 +37,7 @@ from omni_agent.realtime.journal import Journal, SessionLog
 from omni_agent.realtime.media import ItemMedia, decode_item_media, has_media
 from omni_agent.realtime.responder import Conversation, Responder
 from omni_agent.realtime.response import ActiveResponse
-from omni_agent.realtime.transcription import Transcriber
+from omni_agent.realtime.transcription import Transcriber, split_language
 from omni_agent.settings import RealtimeSettings
 
 log = logging.getLogger(__name__)
@@ -357,7 +356,7 @@ class RealtimeSession:
             async for delta in self.transcriber.transcribe(item.input_audio, tr.language, tr.prompt):
                 text += delta
                 self.emit(ev.InputAudioTranscriptionDelta(item_id=item.id, delta=delta))
-            language, transcript = _split_language(text, tr.language)
+            language, transcript = split_language(text, tr.language)
             for p in item.content:
                 if p["type"] == "input_audio":
                     p["transcript"] = transcript
@@ -450,26 +449,8 @@ class RealtimeSession:
         resp.attach(self.spawn(resp.run()))
 
     def response_view(self, resp: ActiveResponse) -> Conversation:
-        """What the responder continues: the conversation within the context (truncated as configured), or
-        the response's own ``input`` items.
-
-        Raises:
-            ProtocolError: ``context_length_exceeded`` (truncation disabled, or one item alone too large).
-        """
-        instructions = resp.opts["instructions"]
-        if resp.input_items is not None:
-            state = ConversationState(media_budget=self.conversation.media_budget)
-            for it in resp.input_items:
-                state.add(it)
-            return state.view(instructions)
-        count = self._count
-        fixed = count(instructions) + sum(count(json.dumps(t)) for t in resp.opts["tools"])
-        budget = trunc.budget_for(self.cfg.truncation, self._model_len(), fixed, resp.opts["max_output_tokens"])
-        trunc.fit(self.conversation, self.cfg.truncation, budget, count)
-        if self.cfg.truncation != "disabled":  # responders with their own history cut it the same way
-            resp.options.context_tokens = budget
-            resp.options.retention_ratio = getattr(self.cfg.truncation, "retention_ratio", None)
-        return self.conversation.view(instructions)
+        """What the responder continues (``truncation.response_view``)."""
+        return trunc.response_view(self.conversation, self.cfg.truncation, resp, self._model_len(), self._count)
 
     def _model_len(self) -> int:
         engine = getattr(self.responder, "engine", None)
@@ -514,13 +495,3 @@ class RealtimeSession:
             raise ev.ProtocolError("response_cancel_not_active", "there is no active response to cancel",
                                    e.event_id, "response_id")
         await resp.cancel("client_cancelled")
-
-
-def _split_language(text: str, hint: str | None) -> tuple[str | None, str]:
-    """ASR output names the language/dialect first (``"English\\thello"`` or ``"<English> hello"``)."""
-    text = text.strip()
-    for sep in ("\t", "\n", ":", ">"):
-        head, found, tail = text.partition(sep)
-        if found and 0 < len(head) <= 24:
-            return head.strip("<> ").strip() or hint, tail.strip()
-    return hint, text

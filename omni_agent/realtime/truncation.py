@@ -156,3 +156,28 @@ def fit(conversation: Any, truncation: Any, budget: int, count: TextCounter = by
                             f"the newest item alone needs about {total} tokens; the context leaves {budget}",
                             event_id)
     return changed
+
+
+def response_view(conversation: Any, truncation: Any, resp: Any, model_len: int, count: TextCounter) -> Any:
+    """What a response's responder continues: the conversation within the context (truncated as
+    configured), or the response's own ``input`` items. Sets ``resp.options.context_tokens`` (and the
+    retention ratio) so responders that keep their own history cut it the same way.
+
+    Raises:
+        ProtocolError: ``context_length_exceeded`` (truncation disabled, or one item alone too large).
+    """
+    from omni_agent.realtime.conversation import ConversationState
+
+    instructions = resp.opts["instructions"]
+    if resp.input_items is not None:
+        state = ConversationState(media_budget=conversation.media_budget)
+        for it in resp.input_items:
+            state.add(it)
+        return state.view(instructions)
+    fixed = count(instructions) + sum(count(json.dumps(t)) for t in resp.opts["tools"])
+    budget = budget_for(truncation, model_len, fixed, resp.opts["max_output_tokens"])
+    fit(conversation, truncation, budget, count)
+    if truncation != "disabled":
+        resp.options.context_tokens = budget
+        resp.options.retention_ratio = getattr(truncation, "retention_ratio", None)
+    return conversation.view(instructions)

@@ -83,6 +83,14 @@ class LiveServer:
         config = uvicorn.Config(app, log_level="warning", ws_max_size=ws_max_size, lifespan=lifespan,
                                 ws_ping_interval=None)
         self.server = uvicorn.Server(config)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        serve = self.server.serve
+
+        async def serve_and_keep_loop(sockets: Any = None) -> None:
+            self.loop = asyncio.get_running_loop()  # the server's loop (LoopBusyMeter runs on it)
+            await serve(sockets=sockets)
+
+        self.server.serve = serve_and_keep_loop  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property
@@ -106,6 +114,24 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()
+
+
+class LoopBusyMeter:
+    """How busy an event loop's thread is: its CPU time over wall time between ``start`` and ``stop``.
+
+    Both must be called on the loop's own thread (``loop.call_soon_threadsafe``); work the loop hands
+    to executor threads does not count. Works with any loop (uvloop included).
+    """
+
+    def __init__(self) -> None:
+        self.cpu0 = self.wall0 = 0.0
+
+    def start(self) -> None:
+        self.cpu0, self.wall0 = time.thread_time(), time.perf_counter()
+
+    def stop(self) -> float:
+        wall = time.perf_counter() - self.wall0
+        return round((time.thread_time() - self.cpu0) / wall, 3) if wall > 0 else float("nan")
 
 
 def make_app(settings: Any, responder: Any, **kwargs: Any) -> Any:

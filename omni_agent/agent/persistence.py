@@ -11,6 +11,8 @@ from pathlib import Path
 import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from omni_agent.agent.checkpoint_cache import CachingSqliteSaver
+
 
 async def open_checkpointer(path: str | Path) -> AsyncSqliteSaver:
     """Open (creating if needed) the checkpoint database; close with :func:`close_checkpointer`."""
@@ -21,7 +23,7 @@ async def open_checkpointer(path: str | Path) -> AsyncSqliteSaver:
     # WAL: readers (state lookups) do not block the writer; NORMAL sync is durable across app crashes.
     await conn.execute("PRAGMA journal_mode=WAL")
     await conn.execute("PRAGMA synchronous=NORMAL")
-    saver = AsyncSqliteSaver(conn)
+    saver = CachingSqliteSaver(conn)  # latest checkpoint per session also in memory: reads stay flat in turns
     await saver.setup()
     return saver
 

@@ -303,6 +303,16 @@ def peek_event_id(data: str | bytes) -> str | None:
     return None
 
 
+_APPEND = re.compile(rb'"type"\s*:\s*"input_audio_buffer\.append"')
+
+
+def looks_like_append(data: str | bytes) -> bool:
+    """Whether an unparsed event is an ``input_audio_buffer.append`` (its type within the first or last
+    512 bytes; base64 audio cannot contain quotes, so the match is the event's own type)."""
+    return any(_APPEND.search(part.encode(errors="replace") if isinstance(part, str) else part)
+               for part in (data[:512], data[-512:]))
+
+
 def parse_client_event(raw: str | bytes) -> Any:
     """JSON text -> a client event model.
 

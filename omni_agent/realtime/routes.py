@@ -24,7 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from audio.vad import SileroModelPool
 from omni_agent.realtime import metrics
-from omni_agent.realtime.events import ProtocolError, peek_event_id
+from omni_agent.realtime.events import ProtocolError, looks_like_append, peek_event_id
 from omni_agent.realtime.journal import Journal
 from omni_agent.realtime.responder import DirectResponder, Responder
 from omni_agent.realtime.session import SESSION_ID, RealtimeSession
@@ -257,7 +257,9 @@ def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, res
                                             f"event of {len(data)} bytes exceeds the limit of {rt.max_event_bytes}",
                                             peek_event_id(data)))
                 continue
-            if not bucket.take():
+            # appends are limited by the seconds of audio they carry (the session's AudioRateLimit), so a
+            # client's buffered burst is not refused for its event count
+            if not looks_like_append(data) and not bucket.take():
                 session.error(ProtocolError("rate_limit_exceeded",
                                             f"more than {rt.max_events_per_s:g} events per second; event dropped",
                                             peek_event_id(data), type="rate_limit_error"))

@@ -1,0 +1,42 @@
+"""Input audio work runs off the event loop (worker threads with one torch thread each), and appends are
+limited by audio duration: a client's buffered burst is accepted, a sustained flood is not."""
+
+import threading
+
+import numpy as np
+
+from omni_agent.realtime import audio_input
+from omni_agent.realtime.audio_input import AudioRateLimit, audio_seconds
+from omni_agent.realtime.testing import SR, FakeResponder, LiveServer, RealtimeClient, make_app, pcm16
+from omni_agent.settings import Settings
+
+
+async def test_a_30_s_burst_of_1500_appends_is_accepted_and_decoded_off_the_loop(monkeypatch):
+    threads = set()
+    orig = audio_input.InputAudio.process
+
+    def spy(self, *args, **kwargs):
+        import torch
+
+        threads.add((threading.current_thread().name, torch.get_num_threads()))
+        return orig(self, *args, **kwargs)
+
+    monkeypatch.setattr(audio_input.InputAudio, "process", spy)
+    with LiveServer(make_app(Settings(), FakeResponder(steps=1))) as srv:
+        c = await RealtimeClient.connect(srv.url)
+        await c.wait_for("session.created")
+        chunk = pcm16((0.05 * np.sin(np.arange(SR // 50) / 3)).astype(np.float32))  # 20 ms, server VAD on
+        for _ in range(1500):  # 30 s of audio as fast as the socket takes it
+            await c.append(chunk)
+        await c.send({"type": "session.update", "event_id": "fence", "session": {"instructions": "x"}})
+        await c.wait_for("session.updated", timeout=60)
+        assert not [e for e in c.of("error") if e["error"]["code"] == "rate_limit_exceeded"]
+        await c.close()
+    assert threads and all(name.startswith("realtime-audio") and n == 1 for name, n in threads)
+
+
+def test_audio_rate_limit_counts_seconds_not_events():
+    lim = AudioRateLimit(rate=10.0, burst_s=60.0)
+    assert all(lim.take(0.02) for _ in range(1500))  # 30 s at once: within the burst
+    assert lim.take(29.0) and not lim.take(5.0)  # then the bucket is empty: a flood is refused
+    assert abs(audio_seconds(64000, "pcm16") - 1.0) < 1e-9  # 48000 bytes of pcm16 = 1 s at 24 kHz

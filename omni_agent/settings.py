@@ -48,6 +48,10 @@ class ServerSettings(_Section):
     """TCP port for HTTP and the realtime websocket (0 picks a free port)."""
     api_key: str | None = None
     """When set, every request must carry ``Authorization: Bearer <key>``."""
+    threads: int | None = Field(None, ge=1)
+    """Threads torch/OpenMP give each compute thread of ``serve`` (engine step, TTS, audio workers); None:
+    half the cores, at least one. ``serve`` sets it before torch starts (``OMP_NUM_THREADS`` wins if set):
+    a second thread per step mostly spins against the other threads and sessions on shared cores."""
     allowed_origins: list[str] = Field(default_factory=list)
     """Origin allow-list for browser clients of the realtime websocket. Empty (the default) admits only
     clients without an ``Origin`` (SDKs, the CLI) and pages served by this server itself; ``["*"]``

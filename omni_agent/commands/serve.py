@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from omni_agent.cli import add_setting_flag
 from omni_agent.settings import Settings
@@ -16,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                               description="Start the engine and the OpenAI-compatible server.")
     add_setting_flag(p, "--host", "server.host", metavar="HOST", help="interface to bind (default 127.0.0.1)")
     add_setting_flag(p, "--port", "server.port", type=int, metavar="PORT", help="TCP port (default 8000; 0 picks a free one)")
+    add_setting_flag(p, "--threads", "server.threads", type=int, metavar="N",
+                     help="torch threads per compute thread (default: half the cores)")
     add_setting_flag(p, "--api-key", "server.api_key", metavar="KEY",
                      help="require Authorization: Bearer KEY on every request")
     p.set_defaults(func=run)
@@ -52,12 +55,26 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
                       responder=responder)
 
 
+def set_thread_counts(settings: Settings) -> int:
+    """Thread counts for the server's own work, set before torch is imported (OpenMP reads them once).
+
+    Returns the intra-op thread count in effect.
+    """
+    if "OMP_NUM_THREADS" not in os.environ:
+        n = settings.server.threads or max(1, (os.cpu_count() or 2) // 2)
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        os.environ.setdefault("MKL_NUM_THREADS", str(n))
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep instead of spinning
+    return int(os.environ["OMP_NUM_THREADS"])
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    threads = set_thread_counts(settings)  # before anything imports torch
     import uvicorn
 
     app = build_app(settings)
-    log.info("serving %s on http://%s:%d", settings.model.path or settings.model.preset,
-             settings.server.host, settings.server.port)
+    log.info("serving %s on http://%s:%d (%d torch thread(s) per compute thread)",
+             settings.model.path or settings.model.preset, settings.server.host, settings.server.port, threads)
     uvicorn.run(app, host=settings.server.host, port=settings.server.port,
                 log_level=settings.log_level,
                 # headroom over the event limit, so an oversize event gets an error event, not a 1009 close

@@ -40,3 +40,20 @@ def test_audio_rate_limit_counts_seconds_not_events():
     assert all(lim.take(0.02) for _ in range(1500))  # 30 s at once: within the burst
     assert lim.take(29.0) and not lim.take(5.0)  # then the bucket is empty: a flood is refused
     assert abs(audio_seconds(64000, "pcm16") - 1.0) < 1e-9  # 48000 bytes of pcm16 = 1 s at 24 kHz
+
+
+def test_outbound_queue_is_capped_in_bytes_and_freed_when_the_client_leaves():
+    from omni_agent.realtime.routes import QueueOutbox
+
+    q = QueueOutbox(max_bytes=1_000_000)
+    big = "x" * 300_000  # e.g. a retrieved item with its audio
+    for _ in range(3):
+        q.put(big)
+    assert q.bytes == 900_000 and not q.overflow.is_set()
+    q.put(big)  # a fourth would pass the cap: the client is too slow, the session closes
+    assert q.overflow.is_set() and q.bytes == 0 and not q.items
+    q2 = QueueOutbox(max_bytes=1_000_000)
+    q2.put(big)
+    q2.close()  # the client left: its events are dropped now, later ones refused
+    q2.put(big)
+    assert q2.bytes == 0 and not q2.items

@@ -82,12 +82,13 @@ class Journal:
                 try:
                     self._db.execute("BEGIN")
                     for op in ops:
-                        if op is not None:
+                        if isinstance(op, tuple):
                             self._db.execute(*op)
                     self._db.execute("COMMIT")
-                except sqlite3.Error:
+                except Exception:  # a failed batch is logged; the writer goes on with the next one
                     log.exception("realtime journal write failed")
-                    self._db.execute("ROLLBACK") if self._db.in_transaction else None
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
             for op in ops:
                 if isinstance(op, threading.Event):
                     op.set()
@@ -100,9 +101,9 @@ class Journal:
     def flush(self) -> None:
         """Wait until everything queued so far is committed."""
         done = threading.Event()
-        self._q.put(("SELECT 1", ()))
-        self._q.put(done)  # type: ignore[arg-type]
-        done.wait(5)
+        self._q.put(done)
+        if not done.wait(10):
+            raise TimeoutError("the realtime journal writer did not catch up within 10 s")
 
     def event(self, sid: str, seq: int, event_id: str, data: str) -> None:
         self._put("INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?)", (sid, seq, event_id, data))

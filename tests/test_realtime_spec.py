@@ -13,32 +13,20 @@ from omni_agent.realtime.responder import (
     ResponseFinished,
     Usage,
 )
-from omni_agent.realtime.testing import SR, FakeResponder, LiveServer, RealtimeClient, make_app, pcm16
+from omni_agent.realtime.testing import (
+    SR,
+    FakeResponder,
+    LiveServer,
+    RealtimeClient,
+    make_app,
+    pcm16,
+    sdk_validate,
+)
 from omni_agent.settings import Settings
 
 
-def _models(union):
-    from typing import get_args
-
-    args = get_args(union)
-    if args and not isinstance(args[0], type):
-        args = get_args(args[0])
-    return {get_args(m.model_fields["type"].annotation)[0]: m for m in args}
-
-
 def validate_all(events, beta=False):
-    """``model_validate`` every event with the SDK type of its raw name (the SDK's iterator does not)."""
-    if beta:
-        from openai.types.beta.realtime import RealtimeServerEvent
-    else:
-        from openai.types.realtime import RealtimeServerEvent
-    models = _models(RealtimeServerEvent)
-    for e in events:
-        raw = {k: v for k, v in e.items() if not k.startswith("_")}
-        raw["type"] = e["_raw_type"]
-        if raw["type"].startswith("omni."):
-            continue
-        models[raw["type"]].model_validate(raw)
+    sdk_validate(events, beta)
 
 
 class ToolResponder:
@@ -125,8 +113,9 @@ async def test_options_not_implemented_are_refused_not_rewritten(server, change,
     await c.close()
 
 
-async def test_cancelled_spoken_response_reports_its_usage(server):
-    c = await _client(server.url)
+@pytest.mark.parametrize("beta", [False, True])
+async def test_cancelled_spoken_response_reports_its_usage(server, beta):
+    c = await _client(server.url, beta)
     await c.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}}})
     await c.wait_for("session.updated")
     await c.send({"type": "conversation.item.create", "item": {
@@ -140,13 +129,14 @@ async def test_cancelled_spoken_response_reports_its_usage(server):
     u = done["usage"]
     assert u["output_tokens"] > 0 and u["output_token_details"]["audio_tokens"] > 0
     assert u["input_token_details"]["audio_tokens"] == 25  # 1 s of user audio at 25 Hz
-    validate_all(c.events)
+    validate_all(c.events, beta)
     await c.close()
 
 
-async def test_function_call_arguments_done_is_the_joined_deltas():
+@pytest.mark.parametrize("beta", [False, True])
+async def test_function_call_arguments_done_is_the_joined_deltas(beta):
     with LiveServer(make_app(Settings(), ToolResponder())) as srv:
-        c = await _client(srv.url)
+        c = await _client(srv.url, beta)
         await c.send({"type": "session.update", "session": {"type": "realtime", "tools": [
             {"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {
                 "city": {"type": "string"}}}}]}})
@@ -156,7 +146,7 @@ async def test_function_call_arguments_done_is_the_joined_deltas():
         deltas = "".join(e["delta"] for e in c.of("response.function_call_arguments.delta"))
         assert done["arguments"] == deltas == '{"city": "Zürich"}'
         await c.wait_for("response.done")
-        validate_all(c.events)
+        validate_all(c.events, beta)
         await c.close()
 
 

@@ -14,6 +14,7 @@ from omni_agent.realtime.testing import (
     RealtimeClient,
     make_app,
     pcm16,
+    sdk_validate,
     stream_audio,
     utterance,
 )
@@ -121,6 +122,7 @@ async def test_barge_in_cancels_and_truncates_at_the_audio_sent(turn):
         assert got["item"]["content"][0]["transcript"] == ""
         await asyncio.sleep(0.2)
         assert len(c.of("conversation.item.truncated")) == 1
+        sdk_validate(c.events)  # every event of the barge-in, error and truncation, with the SDK's types
         await c.close()
 
 

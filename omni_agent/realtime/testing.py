@@ -219,6 +219,26 @@ class RealtimeClient:
         self._reader.cancel()
 
 
+def sdk_validate(events: list[dict[str, Any]], beta: bool = False) -> None:
+    """``model_validate`` every recorded server event with the openai SDK's own type for its wire name
+    (GA or Beta); our ``omni.*`` extension events are skipped. Raises on any field the SDK cannot read."""
+    from typing import get_args
+
+    if beta:
+        from openai.types.beta.realtime import RealtimeServerEvent
+    else:
+        from openai.types.realtime import RealtimeServerEvent
+    args = get_args(RealtimeServerEvent)
+    if args and not isinstance(args[0], type):
+        args = get_args(args[0])
+    models = {get_args(m.model_fields["type"].annotation)[0]: m for m in args}
+    for e in events:
+        raw = {k: v for k, v in e.items() if not k.startswith("_")}
+        raw["type"] = e.get("_raw_type", e["type"])
+        if not raw["type"].startswith("omni."):
+            models[raw["type"]].model_validate(raw)
+
+
 def pcm16(wave: np.ndarray) -> bytes:
     return (np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes()
 

@@ -54,16 +54,22 @@ TEXT_ONLY = {"type": "session.update", "session": {"type": "realtime", "output_m
                                                    "audio": {"input": {"turn_detection": None}}}}
 
 
+async def _turn_in_flight(url, text, deltas):
+    """A client that asked a question and has seen ``deltas`` text deltas of the answer."""
+    c = await RealtimeClient.connect(url)
+    await c.wait_for("session.created")
+    await c.send(TEXT_ONLY)
+    await c.send(_user_item(text))
+    await c.send({"type": "response.create"})
+    await c.wait_for("response.output_text.delta", count=deltas)
+    return c
+
+
 async def test_reconnect_replays_what_was_missed(tmp_path):
     settings = Settings.model_validate({"realtime": {"journal_db": str(tmp_path / "j.sqlite")}})
     with LiveServer(make_app(settings, FakeResponder(steps=30, delay_s=0.01))) as srv:
         url = srv.url + "?session_id=talk1"
-        c = await RealtimeClient.connect(url)
-        await c.wait_for("session.created")
-        await c.send(TEXT_ONLY)
-        await c.send(_user_item("hello"))
-        await c.send({"type": "response.create"})
-        await c.wait_for("response.output_text.delta", count=3)
+        c = await _turn_in_flight(url, "hello", 3)
         seen = c.of("response.output_text.delta")[0]["event_id"]  # pretend the client missed what came after
         await c.close()  # the client drops mid-response; the server finishes and journals it
         await asyncio.sleep(0.3)
@@ -91,12 +97,7 @@ async def test_kill_9_and_restart_replays_and_marks_the_turn_incomplete(tmp_path
     url = f"ws://127.0.0.1:{port}/v1/realtime?session_id=call7"
     proc = _start(db, port)
     try:
-        c = await RealtimeClient.connect(url)
-        await c.wait_for("session.created")
-        await c.send(TEXT_ONLY)
-        await c.send(_user_item("what is the weather?"))
-        await c.send({"type": "response.create"})
-        await c.wait_for("response.output_text.delta", count=5)
+        c = await _turn_in_flight(url, "what is the weather?", 5)
         user = c.of("conversation.item.added")[0]["item"]["id"]
         answer = c.of("response.output_item.added")[0]["item"]["id"]
         seen = c.events[4]["event_id"]  # the client missed everything after its fifth event

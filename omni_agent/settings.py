@@ -51,9 +51,15 @@ class ServerSettings(_Section):
     api_keys: dict[str, str] = Field(default_factory=dict)
     """More keys, one per principal: ``{name: key}``. Sessions, files and artifacts belong to the
     principal whose key made them; names are 1-64 letters, digits, ``_.-``."""
+    threads: int | None = Field(None, ge=1)
+    """Threads torch/OpenMP give each compute thread of ``serve`` (engine step, TTS, audio workers); None:
+    half the cores, at least one. ``serve`` sets it before torch starts (``OMP_NUM_THREADS`` wins if set):
+    a second thread per step mostly spins against the other threads and sessions on shared cores."""
     allowed_origins: list[str] = Field(default_factory=list)
-    """Origins whose web pages may call this server from a browser (CORS, websocket ``Origin``);
-    empty (the default) allows none but the server's own page; ``["*"]`` allows any."""
+    """Origins whose web pages may call this server from a browser (CORS and the realtime websocket's
+    ``Origin``). Empty (the default) admits only clients without an ``Origin`` (SDKs, the CLI) and pages
+    served by this server itself; ``["*"]`` admits every page
+    (``OMNI_AGENT_SERVER__ALLOWED_ORIGINS='["https://app.example"]'``)."""
     max_request_bytes: int = Field(16 * 2**20, ge=1024)
     """Largest HTTP request body (chat completions with inline media); larger ones get 413 at once."""
     max_upload_bytes: int = Field(512 * 2**20, ge=1024)
@@ -98,9 +104,22 @@ class RealtimeSettings(_Section):
     max_buffered_audio_s: float = Field(120.0, gt=0)
     """Most uncommitted input audio kept per session."""
     max_events_per_s: float = Field(400.0, gt=0)
-    """Per-session client event rate limit (token bucket)."""
-    max_outbound_queue: int = Field(512, ge=8)
-    """Server events queued for a slow client before the session is closed."""
+    """Per-session client event rate limit (token bucket); audio appends are limited by duration instead."""
+    audio_rate_limit: float = Field(10.0, gt=0)
+    """Input audio accepted per second of wall time, in seconds (10 = ten times real time), beyond a
+    burst of twice ``max_buffered_audio_s`` (a client's buffered speech sent at once)."""
+    audio_workers: int = Field(2, ge=1)
+    """Threads decoding, resampling and running VAD on input audio (shared by all sessions)."""
+    context_tokens: int | None = Field(None, ge=64)
+    """Context length for truncation when the responder does not expose its engine (default: the engine's)."""
+    max_outbound_bytes: int = Field(64 * 2**20, ge=64 * 1024)
+    """Bytes of server events queued for a slow client before the session is closed."""
+    journal_db: str | None = None
+    """SQLite file where sessions opened with ``?session_id=`` keep their numbered events (replay) and
+    conversation items (restored after a restart); None keeps nothing (``serve`` puts it next to
+    ``agent.checkpoint_db``)."""
+    replay_bytes: int = Field(16 * 2**20, ge=64 * 1024)
+    """Newest server events kept per journaled session for replay."""
 
 
 class AgentSettings(_Section):

@@ -229,3 +229,18 @@ async def test_response_usage_sums_the_turns_engine_requests(engine, saver):
     assert fin.usage.output_tokens == sum(o.completion_tokens for o in outputs) > 0
     assert fin.usage.cached_tokens == sum(o.cached_tokens for o in outputs)
     assert fin.usage.cached_tokens > 0  # the answer request reuses the arguments request's prefix
+
+
+@pytest.mark.parametrize("limit", [6, 40])
+async def test_max_output_tokens_bounds_tool_decisions_and_arguments(engine, limit):
+    from omni_agent.agent.models import ModelRequest
+
+    m = EngineChatModel(engine, max_tokens=256, max_arg_tokens=144, seed=0)
+    spec = add_tool([]).spec()
+    turn = await m.agenerate(ModelRequest(messages=[HumanMessage("add 2 and 3")], tools=[spec],
+                                          tool_choice="required", max_tokens=limit))
+    assert turn.usage["completion_tokens"] <= limit
+    if turn.tool_calls:
+        assert turn.finish_reason != "length"
+    else:  # the budget ran out inside the decision or the arguments: an incomplete turn, no broken call
+        assert turn.finish_reason == "length"

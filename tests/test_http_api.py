@@ -300,8 +300,9 @@ def test_server_side_tools_are_not_offered_over_http(live):
 def test_client_tool_round_trip_in_a_session(live):
     tools = [{"type": "function", "function": {"name": "get_forecast", "parameters": Forecast.model_json_schema()}}]
     history = [{"role": "user", "content": "Weather in Paris?"}]
+    # max_tokens covers the tool decision and its arguments too: room for a whole call
     r = live.client.chat.completions.create(model="tiny", messages=history, tools=tools, tool_choice="required",
-                                            user="sess-tools", max_tokens=4)
+                                            user="sess-tools", max_tokens=256)
     call = r.choices[0].message.tool_calls[0]  # returned to the client, not run on the server
     history += [r.choices[0].message.model_dump(exclude_none=True),
                 {"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'}]

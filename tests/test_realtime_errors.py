@@ -36,6 +36,9 @@ BAD = [
                  "event_id": "e9"}), "invalid_value", "e9"),
     (json.dumps({"type": "conversation.item.retrieve", "item_id": "missing", "event_id": "e10"}), "item_not_found", "e10"),
     (json.dumps({"type": "conversation.item.delete", "item_id": "missing", "event_id": "e11"}), "item_not_found", "e11"),
+    ('{"event_id": "deep", "type": "session.update", "session": ' + "[" * 20_000 + "]" * 20_000 + "}",
+     "invalid_json", "deep"),
+    ('{"event_id": "digits", "type": "response.cancel", "response_id": ' + "9" * 5000 + "}", "invalid_json", "digits"),
     (json.dumps({"type": "input_audio_buffer.commit", "event_id": "e12"}), "input_audio_buffer_commit_empty", "e12"),
     (json.dumps({"type": "response.cancel", "event_id": "e13"}), "response_cancel_not_active", "e13"),
     (json.dumps({"type": "conversation.item.create", "item": {"type": "message"}, "event_id": "e14"}),
@@ -130,11 +133,26 @@ async def test_origin_allow_list():
         await c.close()
 
 
+async def test_origin_is_closed_by_default():
+    with LiveServer(make_app(Settings(), FakeResponder(steps=1))) as srv:
+        with pytest.raises(InvalidStatus) as e:
+            await RealtimeClient.connect(srv.url, origin="https://any-page.example")
+        assert e.value.response.status_code == 403
+        c = await RealtimeClient.connect(srv.url, origin=f"http://127.0.0.1:{srv.port}")  # our own page
+        await c.wait_for("session.created")
+        await c.close()
+    opened = Settings.model_validate({"server": {"allowed_origins": ["*"]}})
+    with LiveServer(make_app(opened, FakeResponder(steps=1))) as srv:
+        c = await RealtimeClient.connect(srv.url, origin="https://any-page.example")
+        await c.wait_for("session.created")
+        await c.close()
+
+
 async def test_slow_client_is_closed_not_buffered():
     """A client that stops reading: the server's queue stays bounded and the session is closed."""
     from websockets.asyncio.client import connect
 
-    settings = Settings.model_validate({"realtime": {"max_outbound_queue": 8}})
+    settings = Settings.model_validate({"realtime": {"max_outbound_bytes": 65536}})
     # 2 s chunks of audio, 200 of them: far more than the socket buffers hold
     with LiveServer(make_app(settings, FakeResponder(steps=200, chunk_s=2.0, delay_s=0.0))) as srv:
         ws = await connect(srv.url, max_queue=1, max_size=None)

@@ -1,5 +1,6 @@
 """Voice turns over a live /v1/realtime server: server VAD, responses in protocol order, barge-in, history."""
 
+import asyncio
 import base64
 import json
 
@@ -13,6 +14,7 @@ from omni_agent.realtime.testing import (
     RealtimeClient,
     make_app,
     pcm16,
+    sdk_validate,
     stream_audio,
     utterance,
 )
@@ -62,7 +64,9 @@ async def test_spoken_turn_gets_vad_events_and_a_spoken_response(turn):
         assert _audio_ms(c.events) == 3 * 200
         item = done["response"]["output"][0]
         assert item["role"] == "assistant" and item["content"][0]["transcript"] == "hello there. " * 3
-        assert done["response"]["usage"]["output_tokens"] == 9
+        usage = done["response"]["usage"]
+        assert usage["output_token_details"] == {"text_tokens": 9, "audio_tokens": 30}  # 0.6 s of 50 Hz codes
+        assert usage["output_tokens"] == 39 and usage["input_token_details"]["audio_tokens"] > 0
         assert {"turn_end_to_first_audio_ms", "overhead_ms", "first_audio_ms"} <= set(done["response"]["latency"])
         # the responder heard the user's audio (16 kHz) of about the committed length
         conv, _ = responder.calls[0]
@@ -87,23 +91,38 @@ async def test_barge_in_cancels_and_truncates_at_the_audio_sent(turn):
         assert done["response"]["status"] == "cancelled"
         assert done["response"]["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
         assert done["response"]["latency"]["barge_in_stop_ms"] < 150
-        truncated = await c.wait_for("conversation.item.truncated")
         item_id = done["response"]["output"][0]["id"]
-        assert truncated["item_id"] == item_id
         sent_ms = _audio_ms(c.events, created["response"]["id"])
-        assert truncated["audio_end_ms"] == sent_ms < 20 * 200
+        assert 0 < sent_ms < 20 * 200
         # nothing of the cancelled response arrives after its response.done
         idx = c.events.index(done)
         assert not [e for e in c.events[idx:] if e.get("response_id") == done["response"]["id"]
                     and e["type"].endswith("delta")]
-        # the stored item keeps only what was heard
+        # the server does not truncate on its own (the spec leaves that to the client): the item holds
+        # exactly the audio that was written, with the transcript of those chunks
         await c.send({"type": "conversation.item.retrieve", "item_id": item_id, "event_id": "r1"})
         got = await c.wait_for("conversation.item.retrieved")
+        assert not c.of("conversation.item.truncated")
         assert got["item"]["status"] == "incomplete"
-        audio = base64.b64decode(got["item"]["content"][0]["audio"])
-        assert len(audio) // 2 * 1000 // SR == sent_ms
-        heard = sent_ms // 200
-        assert got["item"]["content"][0]["transcript"] == "hello there. " * heard
+        assert len(base64.b64decode(got["item"]["content"][0]["audio"])) // 2 * 1000 // SR == sent_ms
+        assert got["item"]["content"][0]["transcript"] == "hello there. " * (sent_ms // 200)
+        # beyond the audio: an error, nothing clamped
+        await c.send({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                      "audio_end_ms": sent_ms + 1, "event_id": "t_far"})
+        err = await c.wait_for("error")
+        assert err["error"]["event_id"] == "t_far" and err["error"]["param"] == "audio_end_ms"
+        # the client truncates to what it played: echoed as asked, transcript removed, nothing re-sent
+        await c.send({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                      "audio_end_ms": 42})
+        truncated = await c.wait_for("conversation.item.truncated")
+        assert truncated["item_id"] == item_id and truncated["audio_end_ms"] == 42
+        await c.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        got = await c.wait_for("conversation.item.retrieved", count=2)
+        assert len(base64.b64decode(got["item"]["content"][0]["audio"])) // 2 == 42 * SR // 1000
+        assert got["item"]["content"][0]["transcript"] == ""
+        await asyncio.sleep(0.2)
+        assert len(c.of("conversation.item.truncated")) == 1
+        sdk_validate(c.events)  # every event of the barge-in, error and truncation, with the SDK's types
         await c.close()
 
 
@@ -154,7 +173,7 @@ async def test_history_feeds_the_next_turn_and_conversation_ops():
         await c.close()
 
 
-async def test_client_cancel_truncate_clamp_and_function_items(turn):
+async def test_client_cancel_truncate_and_function_items(turn):
     responder = FakeResponder(steps=30, delay_s=0.05)
     with LiveServer(make_app(Settings(), responder)) as srv:
         c = await RealtimeClient.connect(srv.url)
@@ -172,9 +191,13 @@ async def test_client_cancel_truncate_clamp_and_function_items(turn):
         item_id = done["response"]["output"][0]["id"]
         sent = _audio_ms(c.events)
         await c.send({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
-                      "audio_end_ms": 100_000})
+                      "audio_end_ms": 100_000, "event_id": "far"})
+        err = await c.wait_for("error", count=2)
+        assert err["error"]["event_id"] == "far"  # beyond the audio: refused, never clamped
+        await c.send({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                      "audio_end_ms": sent})
         tr = await c.wait_for("conversation.item.truncated")
-        assert tr["audio_end_ms"] == sent  # clamped to what was actually sent
+        assert tr["audio_end_ms"] == sent  # the item holds exactly what was sent
         await c.send({"type": "conversation.item.create", "item": {
             "type": "function_call", "call_id": "c1", "name": "get_time", "arguments": "{}"}})
         await c.send({"type": "conversation.item.create", "item": {

@@ -189,7 +189,11 @@ class EngineChatModel:
             options = names if choice == "required" else [*names, ANSWER]
             schema = {"type": "object", "properties": {"tool": {"enum": options}}, "required": ["tool"],
                       "additionalProperties": False}
-            raw, usage = await self._complete(messages, schema=schema, max_tokens=64, cancel=request.cancel)
+            # max_output_tokens covers tool decisions and arguments too (OpenAI's definition)
+            cap = 64 if request.max_tokens is None else min(64, request.max_tokens)
+            raw, usage = await self._complete(messages, schema=schema, max_tokens=cap, cancel=request.cancel)
+            if usage.get("finish_reason") == "length":  # the budget ran out before the decision
+                return ModelTurn(text="", usage=_add_usage(usage), finish_reason="length")
             name = json.loads(raw)["tool"]
             name = None if name == ANSWER else name
         if name is None:
@@ -202,9 +206,16 @@ class EngineChatModel:
         spec = next(t for t in request.tools if t["name"] == name)
         call_id = "call_" + uuid.uuid4().hex[:20]
         hint = {"role": "user", "content": f"Call {name}. Reply with its arguments as one JSON object."}
+        cap = self.max_arg_tokens
+        if request.max_tokens is not None:
+            cap = min(cap, request.max_tokens - int(usage.get("completion_tokens") or 0))
+            if cap <= 0:
+                return ModelTurn(text="", usage=_add_usage(usage), finish_reason="length")
         raw, u = await self._complete(messages + [hint], schema=spec.get("parameters") or {"type": "object"},
-                                      max_tokens=self.max_arg_tokens,
+                                      max_tokens=cap,
                                       on_delta=lambda d: request.on_args(call_id, name, d), cancel=request.cancel)
+        if u.get("finish_reason") == "length":  # arguments cut by the budget: no call, an incomplete turn
+            return ModelTurn(text="", usage=_add_usage(usage, u), finish_reason="length")
         return ModelTurn(tool_calls=[ModelToolCall(name, json.loads(raw), id=call_id)], usage=_add_usage(usage, u))
 
 

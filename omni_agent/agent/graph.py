@@ -36,10 +36,12 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
+from omni_agent.agent.history import AudioLengths, fit_history
 from omni_agent.agent.models import ChatModel, ModelRequest, ToolChoice
 from omni_agent.agent.speech import SpeechPipe
 from omni_agent.agent.state import AgentState
 from omni_agent.agent.tools import Tool, ToolContext, ToolResult, index_tools
+from omni_agent.realtime.truncation import tokenizer_counter
 
 GUI_DONE = ("complete", "infeasible")
 
@@ -74,6 +76,10 @@ class RunContext:
     """Offer the server's own tools (images, GUI); the HTTP chat route offers only the client's."""
     speech: SpeechPipe | None = None
     """Set by think when it starts speaking; drained by speak."""
+    context_tokens: int | None = None
+    """Tokens the history may take in the prompt (the realtime session's truncation budget); None: all."""
+    retention_ratio: float | None = None
+    """With ``context_tokens``: cut to this fraction of it when cutting (``agent/history.py``)."""
 
 
 # A tool round costs a decision (~10 tokens) plus its JSON arguments: with less output budget left than
@@ -113,6 +119,8 @@ class AgentGraph:
         # with another preset's thinker would reject them).
         talker_width = getattr(getattr(getattr(tts, "talker", None), "config", None), "thinker_hidden_size", None)
         self.speak_hidden = talker_width is not None and talker_width == getattr(model, "hidden_size", None)
+        self.audio_lengths = AudioLengths(artifacts)
+        self.count_text = tokenizer_counter(getattr(model, "engine", None))
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -176,8 +184,14 @@ class AgentGraph:
         def on_args(call_id: str, name: str, delta: str) -> None:
             write({"type": "args", "call_id": call_id, "name": name, "delta": delta})
 
+        history = list(state.get("messages", []))
+        if ctx.context_tokens is not None:  # the history follows the session's truncation rule
+            server_specs = [t.spec() for t in tools.values() if not t.client_side] if choice != "none" else []
+            room = ctx.context_tokens - self.count_text(str(server_specs))
+            history = fit_history(history, room, retention_ratio=ctx.retention_ratio,
+                                  audio_seconds=self.audio_lengths, count=self.count_text)
         request = ModelRequest(
-            messages=list(state.get("messages", [])),
+            messages=history,
             tools=[t.spec() for t in tools.values()] if choice != "none" else [],
             tool_choice=choice, observation=state.get("observation"), images=self._images_for(state),
             on_text=on_text, on_args=on_args, cancel=ctx.cancel, instructions=ctx.instructions,

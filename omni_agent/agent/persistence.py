@@ -32,6 +32,8 @@ from typing import Any
 import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from omni_agent.agent.checkpoint_cache import CachingSqliteSaver
+
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 5000  # another process holding the write lock longer than this is an outage, not a wait
@@ -135,7 +137,7 @@ async def open_checkpointer(path: str | Path) -> AsyncSqliteSaver:
             log.error("the sessions database %s is corrupt (%s); moved it to %s and starting a new one",
                       path, e, moved)
             conn = await _connect_checked(path)
-        saver = AsyncSqliteSaver(conn)
+        saver = CachingSqliteSaver(conn)  # latest checkpoint per session also in memory: reads stay flat
         try:
             await saver.setup()  # creates the tables: also proves the file is writable
         except BaseException:

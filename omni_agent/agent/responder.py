@@ -163,6 +163,7 @@ class AgentResponder:
                                          seed=settings.model.seed).tools()
         model = EngineChatModel(engine, artifacts=artifacts, max_tokens=settings.engine.default_max_tokens)
         self = cls(None, artifacts)  # type: ignore[arg-type]
+        self.engine = engine  # the realtime session reads its context length and tokenizer (truncation)
 
         def on_open(saver: Any) -> None:  # each (re)open of the database gets a graph on it
             graph = build_graph(model, all_tools, saver, max_steps=a.max_steps, tool_timeout_s=a.tool_timeout_s,
@@ -343,7 +344,8 @@ class AgentResponder:
                          tool_choice=options.tool_choice or "auto", client_tools=declared,
                          instructions=self._instructions(conversation), temperature=options.temperature,
                          max_output_tokens=options.max_output_tokens, sampling=sampling,
-                         server_tools=server_tools)
+                         server_tools=server_tools, context_tokens=getattr(options, "context_tokens", None),
+                         retention_ratio=getattr(options, "retention_ratio", None))
         try:
             values, pending = await self.runner.snapshot(sid) if persistent else ({}, [])
             pending_calls = {p["call_id"] for p in pending}
@@ -367,7 +369,7 @@ class AgentResponder:
         except Exception as e:  # a bad conversation fails this response, not the session
             yield ResponseFinished("failed", f"{type(e).__name__}: {e}", Usage(), {})
             return
-        async for ev in self._frames(stream, ctx, cancel, t0, options.latency):
+        async for ev in self._frames(stream, ctx, cancel, t0, options.latency, getattr(options, "usage", None)):
             yield ev
 
     def _instructions(self, conversation: Conversation) -> str | None:
@@ -377,7 +379,8 @@ class AgentResponder:
         return self.instructions
 
     async def _frames(self, stream: AsyncIterator[dict[str, Any]], ctx: RunContext, cancel: asyncio.Event,
-                      t0: float, latency: dict[str, float]) -> AsyncIterator[ResponseEvent]:
+                      t0: float, latency: dict[str, float], usage: Usage | None = None
+                      ) -> AsyncIterator[ResponseEvent]:
         # ``latency`` is the caller's ResponseOptions.latency: filled as things happen, so the figures
         # survive a response whose task is cancelled before ResponseFinished (barge-in).
         client = {t.name for t in ctx.client_tools}
@@ -399,7 +402,7 @@ class AgentResponder:
         stop = asyncio.create_task(cancel.wait())
         finished: dict[str, Any] | None = None
         error: str | None = None
-        usage = Usage()
+        usage = usage if usage is not None else Usage()  # the caller's: counted live, kept if cancelled
         finish_reason: str | None = None
         try:
             while True:
@@ -423,7 +426,8 @@ class AgentResponder:
                     yield FunctionCallDelta(ev["call_id"], ev["name"], ev["delta"])
                 elif kind == "call_done":
                     if ev["name"] in client:
-                        yield FunctionCallDone(ev["call_id"], ev["name"], json.dumps(ev["arguments"]))
+                        yield FunctionCallDone(ev["call_id"], ev["name"],
+                                               json.dumps(ev["arguments"], ensure_ascii=False))
                     else:
                         yield ToolProgress(ev["call_id"], f"calling {ev['name']}", 0.0)
                 elif kind == "progress":

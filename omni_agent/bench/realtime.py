@@ -15,8 +15,12 @@ Keys:
         (no playback underrun with a 200 ms jitter buffer).
     sessions_sustained_runtime: the same with a model-free responder paced at 2x real time: the
         capacity of the realtime runtime itself.
+    vad_to_first_audio_ms_p50_loaded: ``vad_to_first_audio_ms_p50`` again while CPU hogs (``hogs=N``
+        busy processes, default one per core) run beside the server; the goal is within 2x unloaded.
+    loop_busy_fraction: how busy the server's event loop was during the unloaded voice turns (CPU time
+        of the loop's thread over wall time); audio work runs on worker threads.
 
-Options (``--opt``): ``turns=N``, ``barge_ins=N``, ``max_sessions=N``, ``window_s=S`` (how long each
+Options (``--opt``): ``turns=N``, ``hogs=N``, ``barge_ins=N``, ``max_sessions=N``, ``window_s=S`` (how long each
 concurrent session is watched), ``responder=model|fake`` (model: the serve command's app, agent graph included).
 """
 
@@ -24,7 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -168,6 +177,19 @@ async def _ladder(url: str, max_sessions: int, window_s: float) -> int:
     return best
 
 
+@contextlib.contextmanager
+def _cpu_hogs(n: int) -> Iterator[None]:
+    """``n`` busy-looping processes beside the server (the "CPU load" of a shared machine)."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.5)  # let them get going
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def _server(ctx: BenchContext, responder_kind: str) -> Any:
     from omni_agent.realtime.testing import FakeResponder, LiveServer, make_app
 
@@ -204,7 +226,18 @@ async def _run(ctx: BenchContext) -> dict[str, Any]:
     srv = await asyncio.to_thread(_server, ctx, kind)
     await asyncio.to_thread(srv.__enter__)
     try:
+        from omni_agent.realtime.testing import LoopBusyMeter
+
+        meter = LoopBusyMeter()
+        on_server = srv.loop.call_soon_threadsafe  # the meter runs on the server's own loop
+        on_server(meter.start)
         first_audio, overhead = await _turns(srv.url, turns, turn)
+        done_meter: asyncio.Future = asyncio.get_running_loop().create_future()
+        outer = asyncio.get_running_loop()
+        on_server(lambda: outer.call_soon_threadsafe(done_meter.set_result, meter.stop()))
+        busy = await done_meter
+        with _cpu_hogs(int(ctx.options.get("hogs", os.cpu_count() or 2))):
+            loaded, _ = await _turns(srv.url, turns, turn)
         stops, dones = await _barge_ins(srv.url, barge_ins, turn, interruption)
         sustained = await _ladder(srv.url, max_sessions, window_s)
     finally:
@@ -214,6 +247,8 @@ async def _run(ctx: BenchContext) -> dict[str, Any]:
     return {
         "vad_to_first_audio_ms_p50": _pct(first_audio, 50),
         "vad_to_first_audio_ms_p95": _pct(first_audio, 95),
+        "vad_to_first_audio_ms_p50_loaded": _pct(loaded, 50),
+        "loop_busy_fraction": busy,
         "overhead_ms_p50": _pct(overhead, 50),
         "barge_in_stop_ms_p50": _pct(stops, 50),
         "barge_in_done_ms_p50": _pct(dones, 50),

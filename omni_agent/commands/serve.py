@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from omni_agent.cli import add_setting_flag
 from omni_agent.preflight import PreflightError, model_label, random_weights_notice
@@ -17,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                               description="Start the engine and the OpenAI-compatible server.")
     add_setting_flag(p, "--host", "server.host", metavar="HOST", help="interface to bind (default 127.0.0.1)")
     add_setting_flag(p, "--port", "server.port", type=int, metavar="PORT", help="TCP port (default 8000; 0 picks a free one)")
+    add_setting_flag(p, "--threads", "server.threads", type=int, metavar="N",
+                     help="torch threads per compute thread (default: half the cores)")
     add_setting_flag(p, "--api-key", "server.api_key", metavar="KEY",
                      help="require Authorization: Bearer KEY on every request")
     add_setting_flag(p, "--engine", "engine.backend", choices=["embedded", "vllm"],
@@ -42,6 +45,10 @@ def build_app(settings: Settings):  # noqa: ANN201 - FastAPI, imported lazily
     from omni_agent.server.speech import speech_router
     from web import web_router
 
+    if settings.realtime.journal_db is None:  # resumable realtime sessions live beside the agent's checkpoints
+        from pathlib import Path
+
+        settings.realtime.journal_db = str(Path(settings.agent.checkpoint_db).parent / "realtime-journal.sqlite")
     engine = engine_from_settings(settings)
     tts = StreamingTTS.build(settings, seed=settings.model.seed)
     responder = AgentResponder.build(settings, engine, tts)  # the SQLite file opens at start-up (lifespan)
@@ -79,7 +86,21 @@ def banner(settings: Settings, host: str, port: int, *, talker_random: bool | No
     return "\n".join(lines)
 
 
+def set_thread_counts(settings: Settings) -> int:
+    """Thread counts for the server's own work, set before torch is imported (OpenMP reads them once).
+
+    Returns the intra-op thread count in effect.
+    """
+    if "OMP_NUM_THREADS" not in os.environ:
+        n = settings.server.threads or max(1, (os.cpu_count() or 2) // 2)
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        os.environ.setdefault("MKL_NUM_THREADS", str(n))
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep instead of spinning
+    return int(os.environ["OMP_NUM_THREADS"])
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    threads = set_thread_counts(settings)  # before anything imports torch
     import socket
     import sys
 
@@ -109,6 +130,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     port = sock.getsockname()[1]
     tts = getattr(app.state, "tts", None)
     print(banner(settings, s.host, port, talker_random=getattr(tts, "random_weights", None)), flush=True)
+    log.info("%d torch thread(s) per compute thread", threads)
     config = uvicorn.Config(app, log_level=settings.log_level,
                             # headroom over the event limit, so an oversize event gets an error event, not a 1009 close
                             ws_max_size=settings.realtime.max_event_bytes + 2**20)

@@ -15,7 +15,14 @@ GA_FORMAT = {"pcm16": {"type": "audio/pcm", "rate": 24000}, "g711_ulaw": {"type"
 _FROMGA_FORMAT = {"audio/pcm": "pcm16", "audio/pcmu": "g711_ulaw", "audio/pcma": "g711_alaw"}
 DEFAULT_INSTRUCTIONS = "You are a helpful, concise voice assistant. Answer in the user's language."
 DEFAULT_VOICE = "default"
+VOICES = ("default", "alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+"""Voice names the server accepts; each selects its own speaker embedding of the talker."""
 MAX_OUTPUT_TOKENS_CAP = 4096  # OpenAI's own limit for one response
+JSON_SCHEMA_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+
+
+def _not_implemented(param: str, what: str) -> ProtocolError:
+    return ProtocolError("unsupported_option", f"{param}: {what} is not implemented by this server", param=param)
 
 
 class TurnDetection(BaseModel):
@@ -25,6 +32,7 @@ class TurnDetection(BaseModel):
     silence_duration_ms: int = 500
     create_response: bool = True
     interrupt_response: bool = True
+    idle_timeout_ms: int | None = None
 
 
 class Transcription(BaseModel):
@@ -38,7 +46,10 @@ class SessionConfig(BaseModel):
     """Everything ``session.update`` can set; validated when the update arrives."""
 
     id: str = Field(default_factory=lambda: f"sess_{uuid.uuid4().hex[:20]}")
-    model: str = "omni-agent"
+    model: str | None = None
+    """The model name the client asked for (echoed back); None renders ``omni-agent`` (GA) or nothing (Beta)."""
+    truncation: Any = "auto"
+    """``"auto"``, ``"disabled"`` or a ``RetentionRatioIn`` (see ``truncation.py``)."""
     protocol: Literal["ga", "beta"] = "ga"
     instructions: str = DEFAULT_INSTRUCTIONS
     voice: str = DEFAULT_VOICE
@@ -72,12 +83,24 @@ class SessionConfig(BaseModel):
             new.protocol = s.protocol
         elif s.is_beta_shape():
             new.protocol = "beta"
+        if s.model is not None:
+            new.model = s.model
         if s.instructions is not None:
             new.instructions = s.instructions
+        if s.truncation is not None:
+            new.truncation = s.truncation
+        if s.tracing is not None:
+            raise _not_implemented("session.tracing", "tracing")
+        if s.include:
+            raise _not_implemented("session.include", f"include {s.include}")
+        if s.prompt is not None:
+            raise _not_implemented("session.prompt", "stored prompts")
         if s.tools is not None:
-            new.tools = [t.model_dump(exclude_none=True) for t in s.tools]
+            new.tools = [_tool(t, f"session.tools.{i}") for i, t in enumerate(s.tools)]
         if s.tool_choice is not None:
-            new.tool_choice = s.tool_choice
+            new.tool_choice = _tool_choice(s.tool_choice, new.tools, "session.tool_choice")
+        elif s.tools is not None:
+            _tool_choice(new.tool_choice, new.tools, "session.tool_choice")
         if s.temperature is not None:
             new.temperature = s.temperature
         for name in ("max_output_tokens", "max_response_output_tokens"):
@@ -87,7 +110,7 @@ class SessionConfig(BaseModel):
                     raise ProtocolError("invalid_value", f"{name} must be 1..{MAX_OUTPUT_TOKENS_CAP} or 'inf'",
                                         param=f"session.{name}")
                 new.max_output_tokens = value
-        modalities = s.output_modalities or s.modalities
+        modalities = s.output_modalities if s.output_modalities is not None else s.modalities
         if modalities is not None:
             new.output_modalities = _modalities(modalities, "session.output_modalities")
         if s.omni_events is not None:
@@ -106,6 +129,8 @@ class SessionConfig(BaseModel):
         if s.audio is not None:
             if s.audio.input is not None:
                 inp, inp_fields = s.audio.input, s.audio.input.model_fields_set
+                if inp.noise_reduction is not None:
+                    raise _not_implemented("session.audio.input.noise_reduction", "noise reduction")
                 if inp.format is not None:
                     new.input_format = _format(inp.format)
                 if "transcription" in inp_fields:
@@ -115,9 +140,16 @@ class SessionConfig(BaseModel):
             if s.audio.output is not None:
                 if s.audio.output.format is not None:
                     new.output_format = _format(s.audio.output.format)
+                if s.audio.output.speed is not None and s.audio.output.speed != 1.0:
+                    raise _not_implemented("session.audio.output.speed", f"speed {s.audio.output.speed:g}")
                 if s.audio.output.voice is not None:
-                    v = s.audio.output.voice
-                    voice = v if isinstance(v, str) else str(v.get("id", DEFAULT_VOICE))
+                    voice = _voice(s.audio.output.voice, "session.audio.output.voice")
+        if s.input_audio_noise_reduction is not None:
+            raise _not_implemented("session.input_audio_noise_reduction", "noise reduction")
+        if s.speed is not None and s.speed != 1.0:
+            raise _not_implemented("session.speed", f"speed {s.speed:g}")
+        if voice is not None:
+            voice = _voice(voice, "session.voice")
         if voice is not None and voice != new.voice:
             if has_responded_audio:
                 raise ProtocolError("voice_locked", "voice cannot change once the model has spoken",
@@ -131,16 +163,21 @@ class SessionConfig(BaseModel):
         """The session object for ``session.created`` / ``session.updated``, in the session's flavour."""
         td = self.turn_detection.model_dump() if self.turn_detection else None
         tr = self.transcription.model_dump() if self.transcription else None
-        common = {"id": self.id, "object": "realtime.session", "model": self.model,
-                  "instructions": self.instructions, "tools": self.tools, "tool_choice": self.tool_choice,
-                  "temperature": self.temperature}
-        if self.beta:
-            return {**common, "modalities": self.output_modalities, "voice": self.voice,
+        if td is not None and td["idle_timeout_ms"] is None:
+            del td["idle_timeout_ms"]
+        truncation = self.truncation if isinstance(self.truncation, str) else self.truncation.model_dump(
+            exclude_none=True)
+        common = {"id": self.id, "object": "realtime.session", "instructions": self.instructions,
+                  "tools": self.tools, "tool_choice": self.tool_choice, "temperature": self.temperature,
+                  "tracing": None, "truncation": truncation}
+        if self.beta:  # the Beta types only know OpenAI's model names: echo the client's, else none
+            model = {"model": self.model} if self.model else {}
+            return {**common, **model, "modalities": self.output_modalities, "voice": self.voice,
                     "input_audio_format": self.input_format, "output_audio_format": self.output_format,
-                    "input_audio_transcription": tr, "turn_detection": td,
-                    "max_response_output_tokens": self.max_output_tokens}
-        return {**common, "type": "realtime", "output_modalities": self.output_modalities,
-                "max_output_tokens": self.max_output_tokens,
+                    "input_audio_transcription": tr, "turn_detection": td, "speed": 1.0,
+                    "input_audio_noise_reduction": None, "max_response_output_tokens": self.max_output_tokens}
+        return {**common, "type": "realtime", "model": self.model or "omni-agent", "include": None,
+                "output_modalities": self.output_modalities, "max_output_tokens": self.max_output_tokens,
                 "audio": {"input": {"format": GA_FORMAT[self.input_format], "transcription": tr,
                                     "turn_detection": td, "noise_reduction": None},
                           "output": {"format": GA_FORMAT[self.output_format], "voice": self.voice,
@@ -158,14 +195,15 @@ def response_overrides(cfg: SessionConfig, p: ResponseParamsIn | None) -> dict[s
         return out
     if p.instructions is not None:
         out["instructions"] = p.instructions
-    modalities = p.output_modalities or p.modalities
+    modalities = p.output_modalities if p.output_modalities is not None else p.modalities
     if modalities is not None:
         out["modalities"] = _modalities(modalities, "response.output_modalities")
-    voice = p.voice
+    voice = _voice(p.voice, "response.voice") if p.voice is not None else None
     if p.audio is not None and p.audio.output is not None:
+        if p.audio.output.speed is not None and p.audio.output.speed != 1.0:
+            raise _not_implemented("response.audio.output.speed", f"speed {p.audio.output.speed:g}")
         if p.audio.output.voice is not None:
-            v = p.audio.output.voice
-            voice = v if isinstance(v, str) else str(v.get("id", DEFAULT_VOICE))
+            voice = _voice(p.audio.output.voice, "response.audio.output.voice")
         if p.audio.output.format is not None:
             out["output_format"] = _format(p.audio.output.format)
     if p.output_audio_format:
@@ -173,9 +211,11 @@ def response_overrides(cfg: SessionConfig, p: ResponseParamsIn | None) -> dict[s
     if voice is not None:
         out["voice"] = voice
     if p.tools is not None:
-        out["tools"] = [t.model_dump(exclude_none=True) for t in p.tools]
+        out["tools"] = [_tool(t, f"response.tools.{i}") for i, t in enumerate(p.tools)]
     if p.tool_choice is not None:
         out["tool_choice"] = p.tool_choice
+    if p.tool_choice is not None or p.tools is not None:
+        _tool_choice(out["tool_choice"], out["tools"], "response.tool_choice")
     if p.temperature is not None:
         out["temperature"] = p.temperature
     mot = p.max_output_tokens if p.max_output_tokens is not None else p.max_response_output_tokens
@@ -201,6 +241,67 @@ def _modalities(m: list[str], param: str) -> list[Literal["text", "audio"]]:
     return m  # type: ignore[return-value]
 
 
+def _voice(v: str | dict[str, Any], param: str) -> str:
+    name = v if isinstance(v, str) else v.get("id")
+    if name not in VOICES:
+        raise ProtocolError("invalid_value", f"unknown voice {name!r}; this server has {', '.join(VOICES)}",
+                            param=param)
+    return name
+
+
+def _tool(t: Any, param: str) -> dict[str, Any]:
+    """A function tool, its ``parameters`` checked to be a JSON schema of an object."""
+    spec = t.model_dump(exclude_none=True)
+    params = spec.get("parameters")
+    if params is not None:
+        problem = _schema_problem(params, "parameters")
+        if problem is None and params.get("type", "object") != "object":
+            problem = "parameters: the top-level schema must have type 'object'"
+        if problem is not None:
+            raise ProtocolError("invalid_value", f"tool {spec['name']!r}: {problem}", param=f"{param}.parameters")
+    return spec
+
+
+def _schema_problem(schema: Any, where: str) -> str | None:
+    """Why ``schema`` is not a usable JSON schema (None when it is): types, properties, items, required."""
+    if not isinstance(schema, dict):
+        return f"{where} must be a JSON object"
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind] if kind is not None else []
+    if any(not isinstance(k, str) or k not in JSON_SCHEMA_TYPES for k in kinds):
+        return f"{where}.type must be one of {sorted(JSON_SCHEMA_TYPES)}"
+    props = schema.get("properties")
+    if props is not None:
+        if not isinstance(props, dict):
+            return f"{where}.properties must be an object"
+        for name, sub in props.items():
+            if (problem := _schema_problem(sub, f"{where}.properties.{name}")) is not None:
+                return problem
+    required = schema.get("required")
+    if required is not None and (not isinstance(required, list) or not all(isinstance(r, str) for r in required)):
+        return f"{where}.required must be a list of property names"
+    if "items" in schema and (problem := _schema_problem(schema["items"], f"{where}.items")) is not None:
+        return problem
+    if "enum" in schema and not isinstance(schema["enum"], list):
+        return f"{where}.enum must be a list"
+    return None
+
+
+def _tool_choice(choice: str | dict[str, Any], tools: list[dict[str, Any]], param: str) -> str | dict[str, Any]:
+    """``auto``/``none``/``required`` or ``{"type": "function", "name": ...}`` naming a declared tool."""
+    if isinstance(choice, str):
+        if choice not in ("auto", "none", "required"):
+            raise ProtocolError("invalid_value", f"tool_choice must be auto, none, required or a function, not {choice!r}",
+                                param=param)
+        return choice
+    name = choice.get("name") or (choice.get("function") or {}).get("name")
+    if choice.get("type") != "function" or not name:
+        raise ProtocolError("invalid_value", 'tool_choice must be {"type": "function", "name": ...}', param=param)
+    if name not in {t["name"] for t in tools}:
+        raise ProtocolError("invalid_value", f"tool_choice names {name!r}, which is not a declared tool", param=param)
+    return choice
+
+
 def _format(f: AudioFormatIn) -> AudioFormat:
     return _FROMGA_FORMAT[f.type]  # type: ignore[return-value]
 
@@ -215,6 +316,11 @@ def _turn_detection(t: Any, current: TurnDetection | None) -> TurnDetection | No
     if t is None:
         return None
     base = current or TurnDetection()
+    if t.type != "server_vad":
+        raise _not_implemented("session.audio.input.turn_detection.type", f"turn detection {t.type!r}")
+    if t.eagerness is not None:
+        raise _not_implemented("session.audio.input.turn_detection.eagerness", "eagerness (semantic_vad)")
     values = {k: v for k, v in t.model_dump().items() if v is not None and k in TurnDetection.model_fields}
-    values["type"] = "server_vad"  # semantic_vad is served by the same Silero detector
+    if "idle_timeout_ms" in t.model_fields_set:
+        values["idle_timeout_ms"] = t.idle_timeout_ms
     return base.model_copy(update=values)

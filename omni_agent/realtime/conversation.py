@@ -43,18 +43,29 @@ class Item:
     output: str | None = None
     media: ItemMedia = field(default_factory=ItemMedia)
     """Decoded ``input_video``/``input_image`` parts by content index (kept for every later prompt)."""
+    heard_text: str | None = None
+    """After ``conversation.item.truncate``: the text of the audio the user heard. The protocol item
+    loses its transcript (as the spec says); the model, which reads assistant turns as text, keeps this."""
+    media_dropped: bool = False
+    """Context truncation replaced this item's media by its transcript/text (see ``truncation.py``)."""
+    _tokens: tuple[Any, int] | None = None  # truncation's cached token count (key, tokens)
 
     @property
     def output_audio_samples(self) -> int:
         return sum(len(c) for c in self.output_audio)
 
-    def to_json(self, audio_format: str | None = None) -> dict[str, Any]:
-        """The protocol item; with ``audio_format`` the audio is included (``conversation.item.retrieve``)."""
+    def to_json(self, audio_format: str | None = None, *, for_model: bool = False) -> dict[str, Any]:
+        """The protocol item; with ``audio_format`` the audio is included (``conversation.item.retrieve``).
+
+        ``for_model``: the item as the responder sees it (a truncated answer keeps the text heard).
+        """
         out: dict[str, Any] = {"id": self.id, "object": "realtime.item", "type": self.type, "status": self.status}
         if self.type == "message":
             parts = []
             for part in self.content:
                 p = dict(part)
+                if for_model and p["type"] == "output_audio" and self.heard_text is not None:
+                    p["transcript"] = self.heard_text
                 if audio_format and p["type"] == "input_audio" and self.input_audio is not None:
                     p["audio"] = b64encode(encode_audio(self.input_audio, MODEL_RATE, audio_format))
                 if audio_format and p["type"] == "output_audio" and self.output_audio:
@@ -68,8 +79,12 @@ class Item:
             out.update(call_id=self.call_id, output=self.output or "")
         return out
 
-    def truncate_audio(self, samples: int) -> None:
-        """Keep the first ``samples`` of assistant audio and the transcript of the chunks heard."""
+    def truncate_audio(self, samples: int, *, keep_transcript: bool = False) -> None:
+        """Keep the first ``samples`` of assistant audio.
+
+        The transcript is removed (``conversation.item.truncate``: no text the user has not heard stays
+        in the item); ``keep_transcript`` keeps the text of the chunks kept (a barge-in's own cut).
+        """
         kept, left, texts = [], samples, []
         for chunk, text in zip(self.output_audio, self._chunk_texts, strict=False):
             if left <= 0:
@@ -79,10 +94,26 @@ class Item:
             left -= len(chunk)
         self.output_audio = kept
         self._chunk_texts = texts
+        self.heard_text = "".join(texts)
         for p in self.content:
             if p["type"] == "output_audio":
-                p["transcript"] = "".join(texts)
+                p["transcript"] = self.heard_text if keep_transcript else ""
         self.status = "incomplete"
+
+
+def item_from_stored(row: dict[str, Any]) -> Item:
+    """An item read back from the journal (``journal.py``): its JSON, audio and heard text."""
+    j = row["item"]
+    item = Item(j["id"], j["type"], role=j.get("role"), status=j.get("status", "completed"),
+                content=[dict(p) for p in j.get("content") or []], input_audio=row["input_audio"],
+                call_id=j.get("call_id"), name=j.get("name"), arguments=j.get("arguments"),
+                output=j.get("output"), heard_text=row["heard_text"])
+    if row["output_audio"] is not None:
+        item.output_audio = [row["output_audio"]]
+        item._chunk_texts = [item.heard_text or next((p.get("transcript") or "" for p in item.content
+                                                      if p["type"] == "output_audio"), "")]
+        item.sent_samples = len(row["output_audio"])
+    return item
 
 
 def item_from_client(spec: ItemIn, input_format: str, event_id: str | None, media: ItemMedia | None = None) -> Item:
@@ -152,6 +183,8 @@ class ConversationState:
         self.media_budget = media_budget
         """Token budget of one video or camera clip (None: unlimited)."""
         self._clips: dict[tuple[tuple[str, int], ...], Any] = {}  # camera run -> its clip (stable content hash)
+        self.context_start = 0
+        """Index of the first item the model sees (context truncation moves it forward, ``truncation.py``)."""
 
     def get(self, iid: str) -> Item | None:
         return next((i for i in self.items if i.id == iid), None)
@@ -176,14 +209,28 @@ class ConversationState:
                                     event_id, "previous_item_id")
             prev = previous_item_id
             self.items.insert(idx + 1, item)
+            if idx + 1 < self.context_start:
+                self.context_start += 1  # inserted among items already out of the model's view
+        if previous_item_id == "root" and self.context_start:
+            self.context_start += 1
         while len(self.items) > self.max_items:  # oldest first, like OpenAI's context truncation
             self.items.pop(0)
+            self.context_start = max(0, self.context_start - 1)
         return prev
 
     def delete(self, iid: str) -> bool:
-        n = len(self.items)
-        self.items = [i for i in self.items if i.id != iid]
-        return len(self.items) != n
+        idx = next((n for n, i in enumerate(self.items) if i.id == iid), None)
+        if idx is None:
+            return False
+        del self.items[idx]
+        if idx < self.context_start:
+            self.context_start -= 1
+        return True
+
+    @property
+    def in_context(self) -> list[Item]:
+        """The items the model sees (from ``context_start``)."""
+        return self.items[self.context_start:]
 
     def camera_runs(self, items: list[Item] | None = None) -> list[list[tuple[str, int]]]:
         """Runs of camera frames in a row: ``(item id, content index)`` lists, oldest first.
@@ -196,7 +243,7 @@ class ConversationState:
         last_t = None
         for it in self.items if items is None else items:
             for n in range(len(it.content)) if it.type == "message" and it.role == "user" else [-1]:
-                frame = it.media.frames.get(n)
+                frame = None if it.media_dropped else it.media.frames.get(n)
                 if frame is None or (last_t is not None and frame[1] < last_t):
                     if run:
                         runs.append(run)
@@ -245,7 +292,7 @@ class ConversationState:
         messages: list[dict[str, Any]] = []
         if instructions:
             messages.append({"role": "system", "content": instructions})
-        items = self.items + (extra or [])
+        items = self.in_context + (extra or [])
         frames = self._frame_parts(items, self.media_budget)
         for it in items:
             if it.type == "message":
@@ -253,14 +300,16 @@ class ConversationState:
                 for n, p in enumerate(it.content):
                     if (it.id, n) in frames:
                         parts.extend(frames[it.id, n])
-                    elif n in it.media.parts:
+                    elif n in it.media.parts and not it.media_dropped:
                         parts.extend(it.media.parts[n])
                     elif p["type"] in ("input_text", "output_text"):
                         parts.append({"type": "text", "text": p["text"]})
-                    elif p["type"] == "input_audio" and it.input_audio is not None:
+                    elif p["type"] == "input_audio" and it.input_audio is not None and not it.media_dropped:
                         parts.append({"type": "audio", "audio": it.input_audio})
-                    elif p["type"] == "output_audio" and p.get("transcript"):
+                    elif p["type"] == "input_audio" and p.get("transcript"):  # media dropped by truncation
                         parts.append({"type": "text", "text": p["transcript"]})
+                    elif p["type"] == "output_audio" and (it.heard_text or p.get("transcript")):
+                        parts.append({"type": "text", "text": it.heard_text or p["transcript"]})
                 if not parts:
                     continue
                 if all(p["type"] == "text" for p in parts):
@@ -272,4 +321,4 @@ class ConversationState:
                 messages.append({"role": "assistant", "content": f"<tool_call>{call}</tool_call>"})
             else:
                 messages.append({"role": "user", "content": f"<tool_response>{it.output}</tool_response>"})
-        return Conversation(messages=messages, items=[i.to_json() for i in items])
+        return Conversation(messages=messages, items=[i.to_json(for_model=True) for i in items])

@@ -60,6 +60,12 @@ class ResponseOptions:
     latency: dict[str, float] = field(default_factory=dict)
     """Filled by the responder as things happen (``ttft_ms``, ``first_audio_ms``), so the figures
     survive a cancelled response whose ``ResponseFinished`` never comes."""
+    context_tokens: int | None = None
+    """Tokens the conversation may take in the prompt (after instructions, tools and room for the
+    answer), from the session's truncation; responders that keep their own history cut it to this."""
+    retention_ratio: float | None = None
+    usage: Usage = field(default_factory=lambda: Usage())
+    """Filled by the responder as tokens are counted, for the same reason (a cancelled response's usage)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,7 +231,7 @@ class DirectResponder:
         out: asyncio.Queue = asyncio.Queue()
         text_q: asyncio.Queue = asyncio.Queue()
         hidden_q: asyncio.Queue = asyncio.Queue()
-        usage = Usage()
+        usage = options.usage
         latency = options.latency
         finish: dict[str, Any] = {"reason": None}
 

@@ -15,11 +15,14 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
+from audio.codec.base import CODE_RATE_HZ
 from audio.dsp import StreamingResampler, resample
+from audio.encoder import audio_token_count
 from omni_agent.realtime import events as ev
 from omni_agent.realtime import metrics
 from omni_agent.realtime.config import GA_FORMAT
@@ -37,16 +40,41 @@ from omni_agent.realtime.responder import (
     ToolProgress,
 )
 
-if TYPE_CHECKING:
-    from omni_agent.realtime.session import RealtimeSession
-
 log = logging.getLogger(__name__)
+
+CANCEL_GRACE_S = 5.0
+"""A cancelled responder that has not stopped after this long is abandoned: ``response.done`` goes out anyway."""
+
+
+class ResponseHost(Protocol):
+    """What a response needs from its session (``RealtimeSession`` implements it; no import cycle)."""
+
+    cfg: Any
+    conversation: Any
+    responder: Any
+    has_spoken: bool
+
+    @property
+    def session_id(self) -> str: ...
+
+    def emit(self, event: ev._ServerEvent, *, on_sent: Callable[[], None] | None = None,
+             drop: Callable[[], bool] | None = None) -> None: ...
+
+    def error(self, err: ev.ProtocolError) -> None: ...
+
+    def response_view(self, resp: ActiveResponse) -> Any:
+        """The conversation the responder continues (context truncation applied); may raise ProtocolError."""
+        ...
+
+    def response_finished(self, resp: ActiveResponse) -> None: ...
+
+    def rate_limits(self) -> list[dict[str, Any]]: ...
 
 
 class ActiveResponse:
     """Runs one response of a session; ``cancel()`` stops it within one audio chunk."""
 
-    def __init__(self, session: RealtimeSession, opts: dict[str, Any], input_items: list[Item] | None,
+    def __init__(self, session: ResponseHost, opts: dict[str, Any], input_items: list[Item] | None,
                  turn_end_t: float | None) -> None:
         self.session = session
         self.opts = opts
@@ -59,6 +87,9 @@ class ActiveResponse:
         self.cancel_reason: str | None = None
         self.barge_in_t: float | None = None
         self.task: asyncio.Task | None = None
+        self.started = False
+        self.done = False
+        """``response.done`` has been sent (exactly once, whatever happened)."""
         self.output: list[Item] = []
         self.message: Item | None = None
         self._out_rs: StreamingResampler | None = None  # G.711 output: 24 kHz -> 8 kHz over the message
@@ -68,17 +99,49 @@ class ActiveResponse:
         self.first_audio_t: float | None = None
         self.finished: ResponseFinished | None = None
         self.options = ResponseOptions(response_id=self.id)
+        self.input_audio_tokens = 0
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def attach(self, task: asyncio.Task) -> None:
+        """Bind the task running :meth:`run`; however it ends (even cancelled before it started), ``response.done`` goes out."""
+        self.task = task
+        task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task) -> None:
+        if self.done:
+            return
+        if task.cancelled():
+            why = "the response task was cancelled before it finished"
+        elif task.exception() is not None:
+            why = f"the response task failed: {type(task.exception()).__name__}"
+        else:
+            why = "the response task ended without finishing the response"
+        log.error("response %s: %s", self.id, why)
+        self._finish_safely(None if self.cancel_event.is_set() else why)
 
     # ---------------------------------------------------------------------------------------------
 
     async def cancel(self, reason: str, barge_in_t: float | None = None) -> None:
-        """Stop generating now; queued audio not yet written is dropped (see ``_dropped``)."""
-        if self.cancel_event.is_set():
+        """Stop generating now; queued audio not yet written is dropped (see ``_dropped``).
+
+        Safe at any moment: before the task has started, ``run`` sees the flag and finishes at once;
+        a responder that does not stop within :data:`CANCEL_GRACE_S` is abandoned by a watchdog.
+        """
+        if self.done or self.cancel_event.is_set():
             return
         self.cancel_reason, self.barge_in_t = reason, barge_in_t
         self.cancel_event.set()
-        if self.task is not None and not self.task.done() and self.task is not asyncio.current_task():
+        if (self.started and self.task is not None and not self.task.done()
+                and self.task is not asyncio.current_task()):
             self.task.cancel()  # interrupts the responder even while it waits on the model
+        self._watchdog = asyncio.get_running_loop().call_later(CANCEL_GRACE_S, self._abandon)
+
+    def _abandon(self) -> None:
+        if self.done:
+            return
+        log.error("response %s: responder did not stop %.0f s after cancel; finishing without it", self.id,
+                  CANCEL_GRACE_S)
+        self._finish_safely(None)
 
     def _dropped(self) -> bool:
         return self.cancel_event.is_set()
@@ -94,27 +157,33 @@ class ActiveResponse:
         return {**common, "output_modalities": self.opts["modalities"],
                 "audio": {"output": {"format": GA_FORMAT[self.opts["output_format"]], "voice": self.opts["voice"]}}}
 
-    async def run(self) -> None:
+    def _response_options(self) -> ResponseOptions:
         s = self.session
-        s.emit(ev.ResponseCreated(response=self._resource("in_progress")))
-        items = s.conversation if self.input_items is None else None
-        view = (items.view(self.opts["instructions"]) if items is not None
-                else _standalone_view(self.opts["instructions"], self.input_items or []))
         mot = self.opts["max_output_tokens"]
-        options = ResponseOptions(
+        choice = self.opts["tool_choice"]
+        return ResponseOptions(
             response_id=self.id, modalities=tuple(self.opts["modalities"]), voice=self.opts["voice"],
             temperature=self.opts["temperature"], max_output_tokens=None if mot == "inf" else mot,
-            tools=self.opts["tools"],
-            tool_choice=self.opts["tool_choice"] if isinstance(self.opts["tool_choice"], str) else "required",
+            tools=self.opts["tools"], tool_choice=choice if isinstance(choice, str) else "required",
             metadata=self.opts["metadata"], session_id=s.session_id if self.input_items is None else None)
-        self.options = options
+
+    async def run(self) -> None:
+        """Produce the response; always ends with exactly one ``response.done`` (see ``_finish_safely``)."""
+        self.started = True
+        s = self.session
         error: str | None = None
-        gen = s.responder.respond(view, options, self.cancel_event)
+        gen = None
         try:
-            async for frame in gen:
-                if self.cancel_event.is_set():
-                    break
-                self._on_frame(frame)
+            s.emit(ev.ResponseCreated(response=self._resource("in_progress")))
+            self.options = self._response_options()
+            if not self.cancel_event.is_set():  # cancelled before it started: nothing to generate
+                view = s.response_view(self)
+                self.input_audio_tokens = _audio_tokens(view)
+                gen = s.responder.respond(view, self.options, self.cancel_event)
+                async for frame in gen:
+                    if self.cancel_event.is_set() or self.done:
+                        break
+                    self._on_frame(frame)
         except asyncio.CancelledError:
             if not self.cancel_event.is_set():  # the session is closing
                 self.cancel_reason = self.cancel_reason or "client_disconnected"
@@ -122,13 +191,16 @@ class ActiveResponse:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()  # we asked for it: finish the response's events normally
+        except ev.ProtocolError as e:  # e.g. the conversation does not fit and truncation is disabled
+            error = e.message
         except Exception as e:
             log.exception("responder failed")
             error = f"{type(e).__name__}: {e}"
-        finally:
+        self._finish_safely(error)
+        if gen is not None:  # after response.done: a slow responder cannot hold the session's next turn
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await gen.aclose()
-        self._finish(error)
+                async with asyncio.timeout(CANCEL_GRACE_S):
+                    await gen.aclose()
 
     # ---------------------------------------------------------------------------------------------
 
@@ -151,8 +223,9 @@ class ActiveResponse:
                                                          delta=frame.arguments_delta))
         elif isinstance(frame, FunctionCallDone):
             item = self._open_call(frame.call_id, frame.name)
-            item.arguments = frame.arguments
-            self._close_call(item)
+            if not item.arguments:  # no deltas were streamed: the done event carries the whole JSON
+                item.arguments = frame.arguments
+            self._close_call(item)  # else ``arguments`` stays the joined deltas, as clients rebuild it
         elif isinstance(frame, ResponseFinished):
             self.finished = frame
         elif s.cfg.omni_events:
@@ -243,14 +316,10 @@ class ActiveResponse:
                                              text=self.text))
         s.emit(ev.ResponseContentPartDone(response_id=self.id, item_id=item.id, output_index=idx,
                                           part=_wire_part(part)))
-        if status == "incomplete" and self.speak and self.cancel_reason == "turn_detected":
-            sent_ms = item.sent_samples * 1000 // OUTPUT_RATE
-            item.status = "incomplete"
-            s.emit(ev.ResponseOutputItemDone(response_id=self.id, output_index=idx, item=item.to_json()))
-            if self.in_conversation:
-                s.emit(ev.ConversationItemDone(item=item.to_json()))
-                s.truncate(item, sent_ms)  # barge-in: the model only "said" what the client received
-            return
+        if status == "incomplete" and self.speak and item.sent_samples < item.output_audio_samples:
+            # cut: audio never written to the client is not part of the item (no event: the client
+            # truncates to what it played with conversation.item.truncate, as the spec asks)
+            item.truncate_audio(item.sent_samples, keep_transcript=True)
         item.status = status
         s.emit(ev.ResponseOutputItemDone(response_id=self.id, output_index=idx, item=item.to_json()))
         if self.in_conversation:
@@ -279,6 +348,27 @@ class ActiveResponse:
             s.emit(ev.ConversationItemDone(item=item.to_json()))
 
     # ---------------------------------------------------------------------------------------------
+
+    def _finish_safely(self, error: str | None) -> None:
+        """Send ``response.done`` once; an internal failure becomes an ``error`` event plus a failed ``response.done``."""
+        if self.done:
+            return
+        self.done = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        s = self.session
+        try:
+            self._finish(error)
+        except Exception as e:
+            log.exception("response %s: finishing failed", self.id)
+            message = f"internal error while finishing the response: {type(e).__name__}"
+            s.error(ev.ProtocolError("server_error", message, type="server_error"))
+            resource = self._resource("failed")
+            resource["status_details"] = {"type": "failed", "error": {"type": "server_error", "message": message}}
+            with contextlib.suppress(Exception):
+                s.emit(ev.ResponseDone(response=resource))
+        finally:
+            s.response_finished(self)
 
     def _finish(self, error: str | None) -> None:
         s = self.session
@@ -313,17 +403,20 @@ class ActiveResponse:
             stop = (now - self.barge_in_t) * 1000
             latency["barge_in_stop_ms"] = round(stop, 2)
             metrics.BARGE_IN_MS.observe(stop)
-        u = fin.usage
-        usage = {"total_tokens": u.input_tokens + u.output_tokens, "input_tokens": u.input_tokens,
-                 "output_tokens": u.output_tokens,
-                 "input_token_details": {"cached_tokens": u.cached_tokens,
-                                         "text_tokens": u.input_tokens - u.input_audio_tokens,
-                                         "audio_tokens": u.input_audio_tokens},
-                 "output_token_details": {"text_tokens": u.output_tokens, "audio_tokens": u.output_audio_tokens}}
+        # a cancelled response never gets the responder's ResponseFinished: use what it counted so far
+        u = fin.usage if self.finished is not None else self.options.usage
+        audio_in = u.input_audio_tokens or min(self.input_audio_tokens, u.input_tokens or self.input_audio_tokens)
+        spoken = sum(i.output_audio_samples for i in self.output if i.type == "message")  # cut at barge-in
+        audio_out = u.output_audio_tokens or round(spoken / OUTPUT_RATE * CODE_RATE_HZ)
+        input_tokens = max(u.input_tokens, audio_in)
+        usage = {"total_tokens": input_tokens + u.output_tokens + audio_out, "input_tokens": input_tokens,
+                 "output_tokens": u.output_tokens + audio_out,
+                 "input_token_details": {"cached_tokens": u.cached_tokens, "text_tokens": input_tokens - audio_in,
+                                         "audio_tokens": audio_in},
+                 "output_token_details": {"text_tokens": u.output_tokens, "audio_tokens": audio_out}}
         resource = self._resource(status)
         resource.update(status_details=details, output=[i.to_json() for i in self.output], usage=usage,
                         latency=latency)
-        s.response_finished(self)
         metrics.RESPONSES.labels(status).inc()
         s.emit(ev.ResponseDone(response=resource))
         s.emit(ev.RateLimitsUpdated(rate_limits=s.rate_limits()))
@@ -345,10 +438,12 @@ def _spread_text(chunk_texts: list[str], text: str) -> list[str]:
     return [text[i * step:(i + 1) * step] for i in range(n)]
 
 
-def _standalone_view(instructions: str, items: list[Item]) -> Any:
-    from omni_agent.realtime.conversation import ConversationState
-
-    state = ConversationState()
-    for it in items:
-        state.add(it)
-    return state.view(instructions)
+def _audio_tokens(view: Any) -> int:
+    """Audio tokens (25 Hz) of the user audio in a conversation view: the ``audio_tokens`` of the input usage."""
+    n = 0
+    for m in getattr(view, "messages", []):
+        content = m.get("content")
+        if isinstance(content, list):
+            n += sum(audio_token_count(len(p["audio"])) for p in content
+                     if p.get("type") == "audio" and p.get("audio") is not None)
+    return n

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -24,7 +24,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from audio.vad import SileroModelPool
 from omni_agent.realtime import metrics
-from omni_agent.realtime.events import ProtocolError
+from omni_agent.realtime.events import ProtocolError, looks_like_append, peek_event_id
+from omni_agent.realtime.journal import Journal
 from omni_agent.realtime.responder import DirectResponder, Responder
 from omni_agent.realtime.session import SESSION_ID, RealtimeSession
 from omni_agent.realtime.transcription import EngineTranscriber, Transcriber
@@ -39,32 +40,46 @@ CLOSE_TIMEOUT_S = 2.0  # a client that does not read cannot hold our close for l
 
 
 class QueueOutbox:
-    """Bounded queue of serialised events; overflowing it means the client is too slow and is closed."""
+    """Queue of serialised events capped in bytes; overflowing it means the client is too slow and is closed.
 
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
+    ``close()`` (the client left) drops everything queued at once and refuses later events, so a
+    departed client's buffers are freed without waiting for the garbage collector.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.items: deque[tuple[str, Callable[[], None] | None, Callable[[], bool] | None]] = deque()
         self.wake = asyncio.Event()
         self.overflow = asyncio.Event()
+        self.closed = False
 
     def put(self, data: str, *, on_sent: Callable[[], None] | None = None,
             drop: Callable[[], bool] | None = None) -> None:
-        if self.overflow.is_set():
+        if self.overflow.is_set() or self.closed:
             return
-        if len(self.items) >= self.maxsize:
+        if self.bytes + len(data) > self.max_bytes and self.items:
             self.overflow.set()
-            self.wake.set()
+            self.close()
             return
         self.items.append((data, on_sent, drop))
+        self.bytes += len(data)
+        self.wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.items.clear()
+        self.bytes = 0
         self.wake.set()
 
     async def drain(self, ws: WebSocket) -> None:
-        while not self.overflow.is_set():
+        while not self.overflow.is_set() and not self.closed:
             if not self.items:
                 self.wake.clear()
                 await self.wake.wait()  # until the session queues an event
                 continue
             data, on_sent, drop = self.items.popleft()
+            self.bytes -= len(data)
             if drop is not None and drop():
                 continue  # e.g. audio of a response cancelled by barge-in: never reaches the client
             if on_sent is not None:
@@ -93,28 +108,39 @@ class TokenBucket:
                  "reset_seconds": round((self.capacity - self.tokens) / self.rate, 3)}]
 
 
-_EVENT_ID = re.compile(rb'"event_id"\s*:\s*"([^"\\]{1,128})"')
-
-
-def _peek_event_id(data: str | bytes) -> str | None:
-    """The event_id of an event we will not parse (too large, rate limited), from its first or last bytes."""
-    for part in (data[:4096], data[-4096:]):
-        m = _EVENT_ID.search(part.encode() if isinstance(part, str) else part)
-        if m:
-            return m.group(1).decode(errors="replace")
+def _presented_key(ws: WebSocket) -> str | None:
+    header = ws.headers.get("authorization", "")
+    if header.startswith("Bearer "):
+        return header[7:].strip()
+    for proto in ws.scope.get("subprotocols") or []:
+        if proto.startswith(KEY_SUBPROTOCOL):
+            return proto[len(KEY_SUBPROTOCOL):]
     return None
 
 
 def _authorized(ws: WebSocket, api_key: str | None) -> bool:
     if not api_key:
         return True
-    header = ws.headers.get("authorization", "")
-    if header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), api_key):
+    key = _presented_key(ws)
+    return key is not None and hmac.compare_digest(key.encode(), api_key.encode())
+
+
+def principal_of(ws: WebSocket, api_key: str | None) -> str | None:
+    """Who is connecting: a hash of the presented key when keys are configured; None is the one local
+    principal of a server without a key."""
+    if not api_key:
+        return None
+    return "k" + hashlib.sha256((_presented_key(ws) or "").encode()).hexdigest()[:16]
+
+
+def origin_allowed(ws: WebSocket, allowed: list[str]) -> bool:
+    """Closed by default: no ``Origin`` (not a browser), the server's own origin, or one in the allow-list
+    (``"*"`` opens it to every page)."""
+    origin = ws.headers.get("origin")
+    if origin is None or "*" in allowed or origin in allowed:
         return True
-    for proto in ws.scope.get("subprotocols") or []:
-        if proto.startswith(KEY_SUBPROTOCOL) and hmac.compare_digest(proto[len(KEY_SUBPROTOCOL):], api_key):
-            return True
-    return False
+    host = ws.headers.get("host")
+    return host is not None and origin in (f"http://{host}", f"https://{host}")
 
 
 async def _refuse(ws: WebSocket, status: int, code: str, message: str) -> None:
@@ -127,7 +153,8 @@ async def _refuse(ws: WebSocket, status: int, code: str, message: str) -> None:
 
 
 def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, responder: Responder | None = None,
-                    *, transcriber: Transcriber | None = None, vad_pool: SileroModelPool | None = None) -> APIRouter:
+                    *, transcriber: Transcriber | None = None, vad_pool: SileroModelPool | None = None,
+                    journal: Journal | None = None) -> APIRouter:
     """The ``/v1/realtime`` websocket route.
 
     Args:
@@ -137,6 +164,7 @@ def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, res
         responder: produces responses; defaults to ``DirectResponder(engine, tts)``.
         transcriber: input transcription; defaults to the engine's ASR prompt.
         vad_pool: Silero models shared by the sessions.
+        journal: where resumable sessions' events and items are kept (default: ``realtime.journal_db``).
     """
     if responder is None:
         if engine is None:
@@ -146,13 +174,16 @@ def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, res
         transcriber = EngineTranscriber(engine)
     pool = vad_pool or SileroModelPool()
     rt = settings.realtime
+    if journal is None and rt.journal_db:
+        journal = Journal(rt.journal_db, replay_bytes=rt.replay_bytes)
     router = APIRouter()
 
     @router.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
-        origin = websocket.headers.get("origin")
-        if settings.server.allowed_origins and origin is not None and origin not in settings.server.allowed_origins:
-            await _refuse(websocket, 403, "origin_not_allowed", f"origin {origin} is not allowed")
+        if not origin_allowed(websocket, settings.server.allowed_origins):
+            origin = websocket.headers.get("origin")
+            await _refuse(websocket, 403, "origin_not_allowed",
+                          f"origin {origin} is not allowed (server.allowed_origins opens it)")
             return
         if not _authorized(websocket, settings.server.api_key):
             await _refuse(websocket, 401, "invalid_api_key", "missing or invalid API key")
@@ -162,20 +193,28 @@ def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, res
             await _refuse(websocket, 400, "invalid_session_id",
                           "session_id must be 1..128 characters of letters, digits and _.:-")
             return
+        last_event_id = websocket.query_params.get("last_event_id")
+        if last_event_id is not None and (session_id is None or not SESSION_ID.match(last_event_id)):
+            await _refuse(websocket, 400, "invalid_last_event_id",
+                          "last_event_id needs session_id and must be an event_id this server sent")
+            return
         offered = websocket.scope.get("subprotocols") or []
         # A browser that offers subprotocols fails the handshake unless the server picks one of them, so a
         # client offering only the key subprotocol gets that one back (it sent it; nothing new is revealed).
         await websocket.accept(subprotocol="realtime" if "realtime" in offered else (offered[0] if offered else None))
         beta = ("realtime=v1" in websocket.headers.get("openai-beta", "")
                 or websocket.query_params.get("protocol") == "beta" or BETA_SUBPROTOCOL in offered)
-        await serve_session(websocket, settings, responder, transcriber, pool, beta, session_id)
+        principal = principal_of(websocket, settings.server.api_key)
+        await serve_session(websocket, settings, responder, transcriber, pool, beta, session_id, principal,
+                            last_event_id)
 
     async def serve_session(ws: WebSocket, settings: Settings, responder: Responder,
                             transcriber: Transcriber | None, pool: SileroModelPool, beta: bool,
-                            session_id: str | None) -> None:
-        outbox = QueueOutbox(rt.max_outbound_queue)
+                            session_id: str | None, principal: str | None, last_event_id: str | None) -> None:
+        outbox = QueueOutbox(rt.max_outbound_bytes)
         session = RealtimeSession(rt, responder, outbox, transcriber=transcriber, vad_pool=pool,
-                                  protocol="beta" if beta else "ga", session_id=session_id)
+                                  protocol="beta" if beta else "ga", session_id=session_id, journal=journal,
+                                  principal=principal)
         bucket = TokenBucket(rt.max_events_per_s)
         session.limits = bucket.describe
         metrics.SESSIONS_ACTIVE.inc()
@@ -184,7 +223,7 @@ def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, res
         overflow = asyncio.create_task(outbox.overflow.wait())
         reader: asyncio.Task | None = None
         try:
-            await session.start()  # before reading: the first appends need the VAD ready
+            await session.start(last_event_id)  # before reading: the first appends need the VAD ready
             reader = asyncio.create_task(read_loop(ws, session, bucket))
             done, _ = await asyncio.wait({writer, reader, overflow}, return_when=asyncio.FIRST_COMPLETED)
             if overflow in done:
@@ -198,6 +237,7 @@ def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, res
             for t in tasks:
                 t.cancel()
             await session.close()
+            outbox.close()  # the client is gone: its queued events are freed now
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
@@ -217,12 +257,14 @@ def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, res
             if len(data) > rt.max_event_bytes:
                 session.error(ProtocolError("event_too_large",
                                             f"event of {len(data)} bytes exceeds the limit of {rt.max_event_bytes}",
-                                            _peek_event_id(data)))
+                                            peek_event_id(data)))
                 continue
-            if not bucket.take():
+            # appends are limited by the seconds of audio they carry (the session's AudioRateLimit), so a
+            # client's buffered burst is not refused for its event count
+            if not looks_like_append(data) and not bucket.take():
                 session.error(ProtocolError("rate_limit_exceeded",
                                             f"more than {rt.max_events_per_s:g} events per second; event dropped",
-                                            _peek_event_id(data), type="rate_limit_error"))
+                                            peek_event_id(data), type="rate_limit_error"))
                 continue
             await session.handle(data)
 

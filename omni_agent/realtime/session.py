@@ -17,10 +17,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from audio.dsp import StreamingResampler
 from audio.vad import FRAME_SAMPLES, SileroModelPool, StreamingVAD, VadEvent, VadParams
 from omni_agent.realtime import events as ev
 from omni_agent.realtime import metrics
+from omni_agent.realtime import response as response_mod
+from omni_agent.realtime import truncation as trunc
+from omni_agent.realtime.audio_input import AudioRateLimit, InputAudio, audio_pool, audio_seconds
 from omni_agent.realtime.config import SessionConfig, response_overrides
 from omni_agent.realtime.conversation import (
     MODEL_RATE,
@@ -28,13 +30,14 @@ from omni_agent.realtime.conversation import (
     ConversationState,
     Item,
     item_from_client,
+    item_from_stored,
     item_id,
 )
-from omni_agent.realtime.formats import FORMAT_RATE, b64decode_strict, decode_audio
+from omni_agent.realtime.journal import Journal, SessionLog
 from omni_agent.realtime.media import ItemMedia, decode_item_media, has_media
-from omni_agent.realtime.responder import Responder
+from omni_agent.realtime.responder import Conversation, Responder
 from omni_agent.realtime.response import ActiveResponse
-from omni_agent.realtime.transcription import Transcriber
+from omni_agent.realtime.transcription import Transcriber, split_language
 from omni_agent.settings import RealtimeSettings
 
 log = logging.getLogger(__name__)
@@ -79,7 +82,8 @@ class RealtimeSession:
 
     def __init__(self, settings: RealtimeSettings, responder: Responder, outbox: Outbox, *,
                  transcriber: Transcriber | None = None, vad_pool: SileroModelPool | None = None,
-                 protocol: str = "ga", session_id: str | None = None) -> None:
+                 protocol: str = "ga", session_id: str | None = None, journal: Journal | None = None,
+                 principal: str | None = None) -> None:
         self.settings = settings
         self.responder = responder
         self.outbox = outbox
@@ -87,6 +91,11 @@ class RealtimeSession:
         self.vad_pool = vad_pool or SileroModelPool()
         self.cfg = SessionConfig(protocol="beta" if protocol == "beta" else "ga")
         self.client_session_id = session_id
+        self.principal = principal
+        """Who connected (a hash of the API key; None: the one local principal). Stored state is keyed by
+        principal and session id, so a session id alone never reaches another principal's session."""
+        self.journal = journal
+        self.log: SessionLog | None = None
         self.conversation = ConversationState(media_budget=self._media_budget())
         self.response: ActiveResponse | None = None
         self.has_spoken = False
@@ -95,8 +104,11 @@ class RealtimeSession:
         # Input audio buffer at 16 kHz; positions are ms of all audio appended this session.
         self._buffer: list[np.ndarray] = []
         self._buffer_samples = 0
-        # one resampler over the whole input stream: per-append resampling zero-pads every chunk edge
-        self._in_rs: StreamingResampler | None = None
+        # decoding, one resampler over the whole input stream, and VAD: on the audio worker threads
+        self._audio = InputAudio()
+        self._audio_limit = AudioRateLimit(settings.audio_rate_limit, 2 * settings.max_buffered_audio_s)
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._count = trunc.tokenizer_counter(getattr(responder, "engine", None))
         self._buffer_start = 0  # stream sample index (16 kHz) of the buffer's first sample
         self._stream_samples = 0
         self._speech_item: str | None = None
@@ -106,7 +118,10 @@ class RealtimeSession:
 
     @property
     def session_id(self) -> str:
-        """The id responses are stored under: the client's stable id, else the server's session id."""
+        """The id responses are stored under: the client's stable id (within its principal), else the
+        server's session id."""
+        if self.client_session_id and self.principal:
+            return f"{self.principal}:{self.client_session_id}"
         return self.client_session_id or self.cfg.id
 
     def _media_budget(self) -> int:
@@ -121,6 +136,8 @@ class RealtimeSession:
     def emit(self, event: ev._ServerEvent, *, on_sent: Callable[[], None] | None = None,
              drop: Callable[[], bool] | None = None) -> None:
         data = ev.dump_event(event, beta=self.cfg.beta)
+        if self.log is not None:  # numbered and stored even when the client has gone (replay)
+            self.log.record(event, data, self.conversation)
         if data is None or self.closed:
             return
         metrics.SERVER_EVENTS.labels(event.type).inc()
@@ -133,14 +150,42 @@ class RealtimeSession:
 
     # ------------------------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def start(self, last_event_id: str | None = None) -> None:
+        """Send ``session.created``; for a journaled session (``?session_id=``) first restore its
+        conversation, then replay the events after ``last_event_id`` and close responses a restart cut."""
         await self._ensure_vad()
+        replay: list[str] | None = []
+        interrupted: list[Item] = []
+        open_responses: list[dict[str, Any]] = []
+        if self.journal is not None and self.client_session_id is not None:
+            self.log = SessionLog(self.journal, self.session_id)
+            if last_event_id is not None:
+                replay = self.log.replay_after(last_event_id)
+            interrupted = self.log.restore(self.conversation, item_from_stored)
+            open_responses = self.log.open_responses()
         self.emit(ev.SessionCreated(session=self.cfg.render()))
+        if replay is None:
+            self.error(ev.ProtocolError("replay_unavailable", f"event {last_event_id} is not in this session's "
+                                        "journal (unknown, or older than what is kept); nothing replayed",
+                                        param="last_event_id"))
+        for data in replay or []:
+            self.outbox.put(data)
+        for resp in open_responses:  # the server stopped while it ran: its output items are incomplete
+            ids = {i.id for i in interrupted}
+            output = [i.to_json() for i in self.conversation.items if i.id in ids]
+            self.emit(ev.ResponseDone(response={**resp, "status": "incomplete", "output": output, "status_details": {
+                "type": "incomplete", "reason": None,
+                "error": {"type": "server_error", "code": "server_restarted",
+                          "message": "the server restarted while this response was in progress"}}}))
 
     async def close(self) -> None:
+        self._cancel_idle()
+        resp = self.response
+        if resp is not None:  # its response.done still goes out (to the replay journal at least)
+            await resp.cancel("client_disconnected")
+            if resp.task is not None:
+                await asyncio.wait({resp.task}, timeout=response_mod.CANCEL_GRACE_S + 1)
         self.closed = True
-        if self.response is not None:
-            await self.response.cancel("client_disconnected")
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -162,15 +207,17 @@ class RealtimeSession:
             if self._vad is not None:
                 self.vad_pool.release(self._vad.model)
                 self._vad = None
+            self._audio.vad = None
             return
         params = VadParams(td.threshold, td.prefix_padding_ms, td.silence_duration_ms)
         if self._vad is None:
             # Loading a Silero model reads a file and builds TorchScript (~50 ms): off the event loop.
-            model = await asyncio.get_running_loop().run_in_executor(None, self.vad_pool.acquire)
+            model = await asyncio.get_running_loop().run_in_executor(audio_pool(), self.vad_pool.acquire)
             self._vad = StreamingVAD(params, model)
             self._vad.state.samples_seen = self._stream_samples  # positions continue the session's stream
         else:
             self._vad.params = params
+        self._audio.vad = self._vad
 
     # ------------------------------------------------------------------------------------ input
 
@@ -204,29 +251,31 @@ class RealtimeSession:
 
     async def on_input_audio_buffer_append(self, e: ev.InputAudioBufferAppend) -> None:
         fmt = self.cfg.input_format
-        raw = b64decode_strict(e.audio, e.event_id)
-        wave = decode_audio(raw, fmt, e.event_id)
-        limit = int(self.settings.max_buffered_audio_s * MODEL_RATE)
-        rate = FORMAT_RATE[fmt]
-        if self._buffer_samples + len(wave) * MODEL_RATE // rate > limit:  # refused audio never enters the resampler
+        seconds = audio_seconds(len(e.audio), fmt)
+        room = int(self.settings.max_buffered_audio_s * MODEL_RATE) - self._buffer_samples
+        if seconds * MODEL_RATE > room + 1:  # what does not fit is refused as such, not counted as rate
             raise ev.ProtocolError("input_audio_buffer_full",
                                    f"the input audio buffer holds at most {self.settings.max_buffered_audio_s:g} s; "
                                    "commit or clear it", e.event_id, "audio")
-        if self._in_rs is None or self._in_rs.orig_sr != rate:
-            self._in_rs = StreamingResampler(rate, MODEL_RATE)
-        wave16 = self._in_rs.push(wave)  # holds back < 3 ms of input as context for the next chunk
-        metrics.AUDIO_IN_SECONDS.inc(len(wave) / rate)
-        self._buffer.append(wave16)
-        self._buffer_samples += len(wave16)
-        self._stream_samples += len(wave16)
-        if self._vad is not None:
-            for vad_event in self._vad.push(wave16):
-                await self._on_vad(vad_event)
-            if not self._vad.state.speaking and self.cfg.turn_detection is not None:
-                # keep the prefix padding plus the samples VAD has not judged yet (a partial window and
-                # the window in progress), so that speech_started can reach back audio_start_ms
-                keep = self._ms_to_samples(self.cfg.turn_detection.prefix_padding_ms) + 2 * FRAME_SAMPLES
-                self._trim_buffer(self._stream_samples - keep)
+        if not self._audio_limit.take(seconds):
+            raise ev.ProtocolError("rate_limit_exceeded",
+                                   f"audio arrives faster than {self.settings.audio_rate_limit:g}x real time beyond a "
+                                   f"{2 * self.settings.max_buffered_audio_s:g} s burst; append dropped", e.event_id,
+                                   type="rate_limit_error")
+        got = await asyncio.get_running_loop().run_in_executor(
+            audio_pool(self.settings.audio_workers), self._audio.process, e.audio, fmt, room,
+            self.settings.max_buffered_audio_s, e.event_id)
+        metrics.AUDIO_IN_SECONDS.inc(got.seconds)
+        self._buffer.append(got.wave16)
+        self._buffer_samples += len(got.wave16)
+        self._stream_samples += len(got.wave16)
+        for vad_event in got.vad_events:
+            await self._on_vad(vad_event)
+        if self._vad is not None and not self._vad.state.speaking and self.cfg.turn_detection is not None:
+            # keep the prefix padding plus the samples VAD has not judged yet (a partial window and
+            # the window in progress), so that speech_started can reach back audio_start_ms
+            keep = self._ms_to_samples(self.cfg.turn_detection.prefix_padding_ms) + 2 * FRAME_SAMPLES
+            self._trim_buffer(self._stream_samples - keep)
 
     @staticmethod
     def _ms_to_samples(ms: int) -> int:
@@ -247,6 +296,7 @@ class RealtimeSession:
         return np.concatenate(self._buffer) if self._buffer else np.zeros(0, np.float32)
 
     async def _on_vad(self, v: VadEvent) -> None:
+        self._cancel_idle()
         if v.kind == "speech_started":
             self._speech_item = item_id()
             self._speech_start_ms = v.audio_ms
@@ -306,7 +356,7 @@ class RealtimeSession:
             async for delta in self.transcriber.transcribe(item.input_audio, tr.language, tr.prompt):
                 text += delta
                 self.emit(ev.InputAudioTranscriptionDelta(item_id=item.id, delta=delta))
-            language, transcript = _split_language(text, tr.language)
+            language, transcript = split_language(text, tr.language)
             for p in item.content:
                 if p["type"] == "input_audio":
                     p["transcript"] = transcript
@@ -322,8 +372,7 @@ class RealtimeSession:
 
     async def on_input_audio_buffer_clear(self, e: ev.InputAudioBufferClear) -> None:
         self._buffer, self._buffer_samples, self._buffer_start = [], 0, self._stream_samples
-        if self._in_rs is not None:
-            self._in_rs.reset()
+        self._audio.reset()
         self.emit(ev.InputAudioBufferCleared())
 
     # ------------------------------------------------------------------------------------ conversation
@@ -370,19 +419,17 @@ class RealtimeSession:
             raise ev.ProtocolError("invalid_item", "only assistant audio items can be truncated", e.event_id, "item_id")
         if e.content_index != 0:
             raise ev.ProtocolError("invalid_value", "content_index must be 0", e.event_id, "content_index")
-        self.truncate(item, e.audio_end_ms)
-
-    def truncate(self, item: Item, audio_end_ms: int) -> int:
-        """Cut ``item``'s audio at ``audio_end_ms``, clamped to the audio actually sent; emits ``truncated``."""
-        sent_ms = item.sent_samples * 1000 // OUTPUT_RATE
-        end_ms = min(audio_end_ms, sent_ms)
-        item.truncate_audio(end_ms * OUTPUT_RATE // 1000)
-        self.emit(ev.ConversationItemTruncated(item_id=item.id, content_index=0, audio_end_ms=end_ms))
-        return end_ms
+        have_ms = item.output_audio_samples * 1000 // OUTPUT_RATE
+        if e.audio_end_ms > have_ms:
+            raise ev.ProtocolError("invalid_value", f"audio_end_ms {e.audio_end_ms} is beyond the item's audio "
+                                   f"({have_ms} ms)", e.event_id, "audio_end_ms")
+        item.truncate_audio(e.audio_end_ms * OUTPUT_RATE // 1000)
+        self.emit(ev.ConversationItemTruncated(item_id=item.id, content_index=0, audio_end_ms=e.audio_end_ms))
 
     # ------------------------------------------------------------------------------------ responses
 
     async def on_response_create(self, e: ev.ResponseCreate) -> None:
+        self._cancel_idle()
         if self.response is not None:
             raise ev.ProtocolError("conversation_already_has_active_response",
                                    f"response {self.response.id} is still in progress", e.event_id)
@@ -396,9 +443,18 @@ class RealtimeSession:
     def _start_response(self, opts: dict[str, Any] | None, input_items: list[Item] | None,
                         turn_end_t: float | None) -> None:
         opts = opts or response_overrides(self.cfg, None)
+        self._cancel_idle()
         resp = ActiveResponse(self, opts, input_items, turn_end_t)
         self.response = resp
-        resp.task = self.spawn(resp.run())
+        resp.attach(self.spawn(resp.run()))
+
+    def response_view(self, resp: ActiveResponse) -> Conversation:
+        """What the responder continues (``truncation.response_view``)."""
+        return trunc.response_view(self.conversation, self.cfg.truncation, resp, self._model_len(), self._count)
+
+    def _model_len(self) -> int:
+        engine = getattr(self.responder, "engine", None)
+        return getattr(engine, "max_model_len", None) or self.settings.context_tokens or DEFAULT_MODEL_LEN
 
     def rate_limits(self) -> list[dict[str, Any]]:
         """What ``rate_limits.updated`` reports: the per-session event budget (set by the transport)."""
@@ -407,6 +463,31 @@ class RealtimeSession:
     def response_finished(self, resp: ActiveResponse) -> None:
         if self.response is resp:
             self.response = None
+        td = self.cfg.turn_detection
+        if td is not None and td.idle_timeout_ms and not self.closed:
+            # the timeout counts from when the answer's audio has finished playing on the client
+            played_s = sum(i.sent_samples for i in resp.output if i.type == "message") / OUTPUT_RATE
+            wait_s = max(0.0, played_s - (time.perf_counter() - resp.t0)) + td.idle_timeout_ms / 1000
+            self._idle_timer = asyncio.get_running_loop().call_later(wait_s, self._idle_fired)
+
+    def _cancel_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_fired(self) -> None:
+        """``idle_timeout_ms`` passed without speech: commit what the buffer holds and answer (as the spec says)."""
+        self._idle_timer = None
+        td = self.cfg.turn_detection
+        if self.closed or self.response is not None or td is None or (self._vad is not None and self._vad.state.speaking):
+            return
+        iid = item_id()
+        start_ms = self._buffer_start * 1000 // MODEL_RATE
+        end_ms = self._stream_samples * 1000 // MODEL_RATE
+        self.emit(ev.InputAudioBufferTimeoutTriggered(audio_start_ms=start_ms, audio_end_ms=end_ms, item_id=iid))
+        if self._buffer_samples >= self._ms_to_samples(MIN_COMMIT_MS):
+            self._commit(iid, end_sample=None, event_id=None)
+        self._start_response(None, None, turn_end_t=None)
 
     async def on_response_cancel(self, e: ev.ResponseCancel) -> None:
         resp = self.response
@@ -414,13 +495,3 @@ class RealtimeSession:
             raise ev.ProtocolError("response_cancel_not_active", "there is no active response to cancel",
                                    e.event_id, "response_id")
         await resp.cancel("client_cancelled")
-
-
-def _split_language(text: str, hint: str | None) -> tuple[str | None, str]:
-    """ASR output names the language/dialect first (``"English\\thello"`` or ``"<English> hello"``)."""
-    text = text.strip()
-    for sep in ("\t", "\n", ":", ">"):
-        head, found, tail = text.partition(sep)
-        if found and 0 < len(head) <= 24:
-            return head.strip("<> ").strip() or hint, tail.strip()
-    return hint, text

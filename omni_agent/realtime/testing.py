@@ -46,7 +46,11 @@ class FakeResponder:
 
     async def respond(self, conversation: Conversation, options: ResponseOptions,
                       cancel: asyncio.Event) -> AsyncIterator[Any]:
+        from audio.encoder import audio_token_count
+
         self.calls.append((conversation, options))
+        prompt = 10 + sum(audio_token_count(len(p["audio"])) for m in conversation.messages
+                          if isinstance(m.get("content"), list) for p in m["content"] if p.get("type") == "audio")
         t0 = time.perf_counter()
         latency = options.latency
         n = int(self.chunk_s * SR)
@@ -56,14 +60,14 @@ class FakeResponder:
             if cancel.is_set():
                 break
             await asyncio.sleep(self.delay_s)  # "decode + vocode"
+            options.usage.input_tokens, options.usage.output_tokens = prompt, 3 * (i + 1)
             yield TextDelta(self.text)
             if "audio" in options.modalities:
                 latency.setdefault("first_audio_ms", (time.perf_counter() - t0) * 1000)
                 yield AudioDelta(tone, SR, self.text)
-            del i
         latency["total_ms"] = (time.perf_counter() - t0) * 1000
         status = "cancelled" if cancel.is_set() else "completed"
-        yield ResponseFinished(status, None, Usage(input_tokens=10, output_tokens=self.steps * 3), latency)
+        yield ResponseFinished(status, None, Usage(input_tokens=prompt, output_tokens=self.steps * 3), latency)
 
 
 class LiveServer:
@@ -79,6 +83,14 @@ class LiveServer:
         config = uvicorn.Config(app, log_level="warning", ws_max_size=ws_max_size, lifespan=lifespan,
                                 ws_ping_interval=None)
         self.server = uvicorn.Server(config)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        serve = self.server.serve
+
+        async def serve_and_keep_loop(sockets: Any = None) -> None:
+            self.loop = asyncio.get_running_loop()  # the server's loop (LoopBusyMeter runs on it)
+            await serve(sockets=sockets)
+
+        self.server.serve = serve_and_keep_loop  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property
@@ -102,6 +114,24 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()
+
+
+class LoopBusyMeter:
+    """How busy an event loop's thread is: its CPU time over wall time between ``start`` and ``stop``.
+
+    Both must be called on the loop's own thread (``loop.call_soon_threadsafe``); work the loop hands
+    to executor threads does not count. Works with any loop (uvloop included).
+    """
+
+    def __init__(self) -> None:
+        self.cpu0 = self.wall0 = 0.0
+
+    def start(self) -> None:
+        self.cpu0, self.wall0 = time.thread_time(), time.perf_counter()
+
+    def stop(self) -> float:
+        wall = time.perf_counter() - self.wall0
+        return round((time.thread_time() - self.cpu0) / wall, 3) if wall > 0 else float("nan")
 
 
 def make_app(settings: Any, responder: Any, **kwargs: Any) -> Any:
@@ -187,6 +217,26 @@ class RealtimeClient:
     async def close(self) -> None:
         await self.ws.close()
         self._reader.cancel()
+
+
+def sdk_validate(events: list[dict[str, Any]], beta: bool = False) -> None:
+    """``model_validate`` every recorded server event with the openai SDK's own type for its wire name
+    (GA or Beta); our ``omni.*`` extension events are skipped. Raises on any field the SDK cannot read."""
+    from typing import get_args
+
+    if beta:
+        from openai.types.beta.realtime import RealtimeServerEvent
+    else:
+        from openai.types.realtime import RealtimeServerEvent
+    args = get_args(RealtimeServerEvent)
+    if args and not isinstance(args[0], type):
+        args = get_args(args[0])
+    models = {get_args(m.model_fields["type"].annotation)[0]: m for m in args}
+    for e in events:
+        raw = {k: v for k, v in e.items() if not k.startswith("_")}
+        raw["type"] = e.get("_raw_type", e["type"])
+        if not raw["type"].startswith("omni."):
+            models[raw["type"]].model_validate(raw)
 
 
 def pcm16(wave: np.ndarray) -> bytes:

@@ -56,3 +56,13 @@ class EngineTranscriber:
         finally:
             if not finished:
                 self.engine.abort(request.request_id)
+
+
+def split_language(text: str, hint: str | None) -> tuple[str | None, str]:
+    """ASR output names the language/dialect first (``"English\\thello"`` or ``"<English> hello"``)."""
+    text = text.strip()
+    for sep in ("\t", "\n", ":", ">"):
+        head, found, tail = text.partition(sep)
+        if found and 0 < len(head) <= 24:
+            return head.strip("<> ").strip() or hint, tail.strip()
+    return hint, text

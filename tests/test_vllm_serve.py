@@ -61,7 +61,8 @@ async def test_spoken_turn_through_vllm(server):
     await stream_audio(c, utterance("Hello, can you hear me?", 0.4, 1.0))
     done = await c.wait_for("response.done", timeout=240)
     assert done["response"]["status"] in ("completed", "incomplete")
-    assert 0 < done["response"]["usage"]["output_tokens"] <= 8
+    usage = done["response"]["usage"]  # output_tokens counts text and audio tokens, as OpenAI's does
+    assert 0 < usage["output_token_details"]["text_tokens"] <= 8 and usage["output_token_details"]["audio_tokens"] > 0
     audio = b"".join(base64.b64decode(e["delta"]) for e in c.of("response.output_audio.delta"))
     assert len(audio) > 2 * 2400
     async with httpx.AsyncClient() as http:
@@ -157,7 +158,8 @@ def test_forced_tool_call_is_schema_constrained_by_vllm(server):
     tools = [{"type": "function", "function": {"name": "set_mode", "parameters": {
         "type": "object", "properties": {"mode": {"enum": ["eco", "boost"]}, "fast": {"type": "boolean"}},
         "required": ["mode", "fast"], "additionalProperties": False}}}]
-    body = {"model": "tiny", "max_tokens": 32, "temperature": 0, "tools": tools, "tool_choice": "required",
+    # max_tokens covers the tool decision and the arguments (as OpenAI counts them), so leave room for both
+    body = {"model": "tiny", "max_tokens": 256, "temperature": 0, "tools": tools, "tool_choice": "required",
             "messages": [{"role": "user", "content": "Switch to eco mode."}]}
     r = httpx.post(f"{server.http}/v1/chat/completions", json=body, timeout=120)
     assert r.status_code == 200, r.text

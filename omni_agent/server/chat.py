@@ -165,7 +165,8 @@ async def _start(responder: Any, messages: list[dict[str, Any]], options: Respon
                  extra: dict[str, Any], index: int) -> _Choice:
     """Start choice ``index`` and read its first frame (which decides between a 400 and an answer)."""
     cancel = asyncio.Event()
-    options = dataclasses.replace(options, response_id=f"resp_{uuid.uuid4().hex[:20]}", latency={})
+    options = dataclasses.replace(options, response_id=f"resp_{uuid.uuid4().hex[:20]}", latency={},
+                                  usage=Usage())  # each choice counts its own tokens
     sampling = dict(extra)
     if index and "seed" in sampling:
         sampling["seed"] += index  # seeded choices stay reproducible, and differ from each other

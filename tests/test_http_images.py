@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from types import SimpleNamespace
 
 import numpy as np
 import openai
@@ -56,3 +57,31 @@ def test_unsupported_and_bad_inputs_are_400s_and_the_server_survives(live):  # n
     with pytest.raises(openai.BadRequestError, match="n"):
         c.images.generate(prompt="x", n=11, extra_body=FAST)
     assert len(c.images.generate(prompt="still alive", response_format="b64_json", extra_body=FAST).data) == 1
+
+
+def test_served_app_has_one_image_decoder(tmp_path):
+    """``serve``'s app: the images endpoints run on the agent's own ImageTools, not a second decoder."""
+    import torch
+    from fastapi.testclient import TestClient
+
+    from omni_agent.commands.serve import build_app
+    from omni_agent.settings import Settings
+
+    settings = Settings.model_validate({"engine": {"kv_cache_mb": 4},
+                                        "agent": {"checkpoint_db": str(tmp_path / "s.sqlite")}})
+    app = build_app(settings)
+    shared = app.state.responder.image_tools
+    assert shared is not None
+    calls = []
+
+    def pipeline(cond, *, height, width, **_):
+        calls.append((tuple(cond.shape), height, width))
+        return SimpleNamespace(images=[Image.new("RGB", (width, height))], width=width, height=height)
+
+    # Stand-ins for the decoder the agent's instance would build: a second instance would build the real one.
+    shared._pipeline, shared._conditioner = pipeline, lambda prompt, image=None: torch.zeros(1, 4, 8)
+    with TestClient(app) as client:
+        r = client.post("/v1/images/generations", json={"prompt": "a red cube", "size": "64x48",
+                                                        "response_format": "b64_json"})
+    assert r.status_code == 200, r.text
+    assert r.json()["size"] == "64x48" and calls == [((1, 4, 8), 48, 64)]

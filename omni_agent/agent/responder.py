@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
 
@@ -58,6 +58,9 @@ from omni_agent.realtime.responder import (
     ToolProgress,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from omni_agent.agent.image_tools import ImageTools
 
 _YES = {"yes", "y", "ok", "okay", "approve", "approved", "confirm", "confirmed", "true", "allow", "go ahead"}
 MOVED_ON = "the user said something else instead of answering"
@@ -130,6 +133,9 @@ class AgentResponder:
         self.artifacts = artifacts
         self.instructions = instructions
         self.store: SessionStore | None = None  # None: the runner's graph came with its checkpointer
+        # The agent's image tools (None: none); the images router serves with this same instance, so one
+        # image decoder sits in memory for both.
+        self.image_tools: ImageTools | None = None
 
     # --- construction ---------------------------------------------------------------------------
 
@@ -146,7 +152,8 @@ class AgentResponder:
             engine: The ``AsyncEngine``.
             tts: ``audio.tts.StreamingTTS`` for spoken answers (None: text only).
             tools: Extra server-side tools.
-            image_tools: Add generate/edit/segment (the diffusion decoder is built on first use).
+            image_tools: Add generate/edit/segment (the diffusion decoder is built on first use); the
+                instance is kept as ``image_tools`` for the images router to share.
             artifacts: The artifact store (default: a folder next to the checkpoint database).
         """
         from omni_agent.agent.engine_model import EngineChatModel
@@ -157,13 +164,13 @@ class AgentResponder:
         # an in-memory database keeps its artifacts in memory too (never a ":memory:-artifacts" folder)
         artifacts = artifacts or ArtifactStore(None if a.checkpoint_db == ":memory:" else
                                                db.parent / (db.stem + "-artifacts"))
-        all_tools = list(tools or [])
-        if image_tools:
-            all_tools += ImageTools.lazy(engine, artifacts, preset=settings.model.preset, path=settings.model.path,
-                                         seed=settings.model.seed).tools()
+        images = ImageTools.lazy(engine, artifacts, preset=settings.model.preset, path=settings.model.path,
+                                 seed=settings.model.seed) if image_tools else None
+        all_tools = list(tools or []) + (images.tools() if images is not None else [])
         model = EngineChatModel(engine, artifacts=artifacts, max_tokens=settings.engine.default_max_tokens)
         self = cls(None, artifacts)  # type: ignore[arg-type]
         self.engine = engine  # the realtime session reads its context length and tokenizer (truncation)
+        self.image_tools = images
 
         def on_open(saver: Any) -> None:  # each (re)open of the database gets a graph on it
             graph = build_graph(model, all_tools, saver, max_steps=a.max_steps, tool_timeout_s=a.tool_timeout_s,

@@ -54,6 +54,8 @@ class ImageRequest(BaseModel):
 def images_router(settings: Any, engine: Any) -> APIRouter:
     """Router with both endpoints; the image head is built on the first request.
 
+    The endpoints use the app responder's ``image_tools`` (the agent's instance) when it has one.
+
     Args:
         settings: Runtime settings (``model.path`` / ``model.preset``, ``server.api_key``).
         engine: The ``AsyncEngine`` (its thinker conditions the decoder).
@@ -62,10 +64,16 @@ def images_router(settings: Any, engine: Any) -> APIRouter:
     state: dict[str, Any] = {}
 
     def tools(request: Request) -> Any:
+        responder = getattr(request.app.state, "responder", None)
+        shared = getattr(responder, "image_tools", None)
+        if shared is not None:
+            return shared  # the agent's own ImageTools: one image decoder in memory, one lock for both
         if "tools" not in state:
+            # Fallback: the app's responder has no image tools (a custom responder, or one built with
+            # image_tools=False), so this router builds its own, lazily, on the same image head.
             from omni_agent.agent.image_tools import ImageTools
 
-            artifacts = getattr(request.app.state.responder, "artifacts", None)
+            artifacts = getattr(responder, "artifacts", None)
             state["tools"] = ImageTools.lazy(engine, artifacts, preset=settings.model.preset,
                                              path=settings.model.path, seed=settings.model.seed)
         return state["tools"]

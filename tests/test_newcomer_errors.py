@@ -155,6 +155,16 @@ def test_zero_steps(no_model_build, capsys, tmp_path):
     assert one_line_error(capsys, ["run", "draw a cat", "--image-steps", "0"]) == "--image-steps must be at least 1 (got 0)"
 
 
+def test_missing_backend_pipeline(no_model_build, capsys, tmp_path):
+    out = str(tmp_path / "o.png")
+    assert one_line_error(capsys, ["image", "generate", "a cat", "-o", out, "--backend", "OvisImagePipeline"]) == (
+        "--backend needs --backend-path (a local diffusers pipeline folder)")
+    missing = tmp_path / "Ovis-Image-7B"
+    assert one_line_error(capsys, ["image", "generate", "a cat", "-o", out, "--backend", "OvisImagePipeline",
+                                   "--backend-path", str(missing)]) == (
+        f"--backend-path {missing} is not a folder (a local diffusers pipeline)")
+
+
 # ------------------------------------------------------------------------------------------------
 # chat never hangs: each way a call can go wrong prints what happened and exits 1
 

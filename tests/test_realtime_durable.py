@@ -162,14 +162,27 @@ async def test_a_session_id_alone_never_reaches_another_principals_session(tmp_p
     journal.close()
 
 
-def test_principal_is_a_hash_of_the_presented_key():
-    from omni_agent.realtime.routes import principal_of
+async def test_websocket_principals_are_the_http_keys():
+    """The websocket takes the HTTP routes' keys (``server.api_key`` and ``api_keys``): no key, a wrong key
+    or an unknown one is refused; each configured key connects as its own principal."""
+    import websockets
 
-    class WS:
-        def __init__(self, key):
-            self.headers = {"authorization": f"Bearer {key}"}
-            self.scope = {}
-
-    assert principal_of(WS("a"), None) is None  # no key configured: one local principal
-    pa, pb = principal_of(WS("a"), "a"), principal_of(WS("b"), "a")
-    assert pa != pb and pa == principal_of(WS("a"), "a") and pa.startswith("k")
+    settings = Settings()
+    settings.server.api_keys = {"alice": "sk-alice-123456", "bob": "sk-bob-1234567"}
+    with LiveServer(make_app(settings, FakeResponder())) as srv:
+        for headers in ({}, {"Authorization": "Bearer sk-nobody-12345"}):
+            try:
+                ws = await websockets.connect(srv.url, additional_headers=headers)
+            except websockets.InvalidStatus as e:
+                assert e.response.status_code == 401
+            else:
+                await ws.close()
+                raise AssertionError(f"connected without a valid key: {headers}")
+        for key in ("sk-alice-123456", "sk-bob-1234567"):
+            c = await RealtimeClient.connect(srv.url, additional_headers={"Authorization": f"Bearer {key}"})
+            await c.wait_for("session.created")
+            await c.close()
+        # the browser form: the key as a subprotocol
+        ws = await websockets.connect(srv.url, subprotocols=["realtime", "openai-insecure-api-key.sk-bob-1234567"])
+        assert ws.subprotocol == "realtime"
+        await ws.close()

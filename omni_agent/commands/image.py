@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from omni_agent.settings import Settings
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from generation.images import ImageInputError
     from generation.pipeline import GenerationCancelled
     from omni_agent.preflight import (
+        PreflightError,
         building,
         check_device,
         check_input_file,
@@ -102,6 +104,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     check_positive(args.steps, "--steps")
     if not args.backend:
         check_model_path(settings, "thinker", "image")
+    elif not args.backend_path:
+        raise PreflightError("--backend needs --backend-path (a local diffusers pipeline folder)")
+    elif not Path(args.backend_path).is_dir():  # no hub downloads here: the pipeline must be on disk
+        raise PreflightError(f"--backend-path {args.backend_path} is not a folder (a local diffusers pipeline)")
     check_device(settings)
     dtype = getattr(torch, settings.model.dtype)
     bar = _Progress(not args.no_progress, args.steps)
@@ -158,9 +164,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _run_backend(args: argparse.Namespace, settings: Settings, dtype: Any, common: dict[str, Any]) -> int:
     from generation.backends import DiffusersBackend
 
-    if not args.backend_path:
-        print("omni-agent: error: --backend needs --backend-path", file=sys.stderr)
-        return 2
     if args.image_command == "segment":
         print("omni-agent: error: segment runs on the built-in decoder only", file=sys.stderr)
         return 2

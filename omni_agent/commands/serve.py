@@ -76,14 +76,22 @@ def banner(settings: Settings, host: str, port: int, *, talker_random: bool | No
     lines = [f"omni-agent {__version__} serving model '{model_id(settings)}'",
              f"  model      {model_label(settings)}",
              f"  device     {m.device}, {m.dtype}",
-             f"  HTTP       http://{shown}:{port}/v1  (chat/completions, models, files; /health, /metrics)",
+             f"  HTTP       http://{shown}:{port}/v1  (chat/completions, audio/speech, images, models, files; /health, /metrics)",
              f"  realtime   ws://{shown}:{port}/v1/realtime",
-             f"  auth       {'Authorization: Bearer <api key> required' if settings.server.api_key else 'none'}"]
+             f"  auth       {_auth_line(settings)}",
+             f"  web page   http://{shown}:{port}/"]
     if talker_random is not None:
         lines.append(f"  talker     {'RANDOM weights (speech is babble)' if talker_random else 'from the checkpoint'}")
     if not m.path:
         lines.append("  weights are RANDOM: the runtime's paths are real, its answers are gibberish by design")
     return "\n".join(lines)
+
+
+def _auth_line(settings: Settings) -> str:
+    n = len({*settings.server.api_keys, *(["default"] if settings.server.api_key else [])})
+    if not n:
+        return "none (every client is the one local principal; --api-key or server.api_keys to require keys)"
+    return f"Authorization: Bearer <api key> required ({n} principal{'s' if n > 1 else ''})"
 
 
 def set_thread_counts(settings: Settings) -> int:

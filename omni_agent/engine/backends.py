@@ -16,13 +16,26 @@ log = logging.getLogger(__name__)
 
 
 def preset_checkpoint(preset: str, seed: int) -> Path:
-    """A folder holding the seeded random weights of ``preset`` (written on first use)."""
+    """A folder holding the seeded random weights of ``preset``, rewritten whenever they differ from what
+    this version of the code builds (a preset's definition can change: a stale copy would make vLLM serve
+    another model than the embedded engine)."""
+    import hashlib
+    import shutil
+
     from omni_agent.model.thinker import Thinker
 
     root = Path(os.environ.get("OMNI_VLLM_CACHE", Path.home() / ".cache" / "omni-agent")) / "vllm"
     path = root / f"{preset}-seed{seed}"
-    if not (path / "config.json").is_file():
-        Thinker.from_preset(preset, seed=seed).save_pretrained(path)
+    model = Thinker.from_preset(preset, seed=seed)
+    h = hashlib.sha256(repr(model.config).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    stamp = path / ".omni-agent-digest"
+    if not stamp.is_file() or stamp.read_text() != h.hexdigest():
+        shutil.rmtree(path, ignore_errors=True)
+        model.save_pretrained(path)
+        stamp.write_text(h.hexdigest())
     return path
 
 

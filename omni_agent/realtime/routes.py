@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import time
 from collections import deque
@@ -23,17 +21,19 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
 from audio.vad import SileroModelPool
+from omni_agent.principal import LOCAL_PRINCIPAL
 from omni_agent.realtime import metrics
 from omni_agent.realtime.events import ProtocolError, looks_like_append, peek_event_id
 from omni_agent.realtime.journal import Journal
 from omni_agent.realtime.responder import DirectResponder, Responder
 from omni_agent.realtime.session import SESSION_ID, RealtimeSession
 from omni_agent.realtime.transcription import EngineTranscriber, Transcriber
+from omni_agent.server.auth import principal_of
+from omni_agent.server.errors import APIError
 from omni_agent.settings import Settings
 
 log = logging.getLogger(__name__)
 
-KEY_SUBPROTOCOL = "openai-insecure-api-key."  # browsers cannot set headers on a WebSocket
 BETA_SUBPROTOCOL = "openai-beta.realtime-v1"  # the browser form of the OpenAI-Beta header
 CLOSE_POLICY = 1008  # RFC 6455 policy violation: auth, origin, slow consumer
 CLOSE_TIMEOUT_S = 2.0  # a client that does not read cannot hold our close for long
@@ -108,31 +108,6 @@ class TokenBucket:
                  "reset_seconds": round((self.capacity - self.tokens) / self.rate, 3)}]
 
 
-def _presented_key(ws: WebSocket) -> str | None:
-    header = ws.headers.get("authorization", "")
-    if header.startswith("Bearer "):
-        return header[7:].strip()
-    for proto in ws.scope.get("subprotocols") or []:
-        if proto.startswith(KEY_SUBPROTOCOL):
-            return proto[len(KEY_SUBPROTOCOL):]
-    return None
-
-
-def _authorized(ws: WebSocket, api_key: str | None) -> bool:
-    if not api_key:
-        return True
-    key = _presented_key(ws)
-    return key is not None and hmac.compare_digest(key.encode(), api_key.encode())
-
-
-def principal_of(ws: WebSocket, api_key: str | None) -> str | None:
-    """Who is connecting: a hash of the presented key when keys are configured; None is the one local
-    principal of a server without a key."""
-    if not api_key:
-        return None
-    return "k" + hashlib.sha256((_presented_key(ws) or "").encode()).hexdigest()[:16]
-
-
 def origin_allowed(ws: WebSocket, allowed: list[str]) -> bool:
     """Closed by default: no ``Origin`` (not a browser), the server's own origin, or one in the allow-list
     (``"*"`` opens it to every page)."""
@@ -185,8 +160,10 @@ def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, res
             await _refuse(websocket, 403, "origin_not_allowed",
                           f"origin {origin} is not allowed (server.allowed_origins opens it)")
             return
-        if not _authorized(websocket, settings.server.api_key):
-            await _refuse(websocket, 401, "invalid_api_key", "missing or invalid API key")
+        try:  # the HTTP routes' keys (server.api_key and api_keys), principals and failed-auth throttle
+            principal = principal_of(websocket, settings)
+        except APIError as e:
+            await _refuse(websocket, e.status, e.code or "invalid_api_key", e.message)
             return
         session_id = websocket.query_params.get("session_id")
         if session_id is not None and not SESSION_ID.match(session_id):
@@ -204,9 +181,8 @@ def realtime_router(settings: Settings, engine: Any = None, tts: Any = None, res
         await websocket.accept(subprotocol="realtime" if "realtime" in offered else (offered[0] if offered else None))
         beta = ("realtime=v1" in websocket.headers.get("openai-beta", "")
                 or websocket.query_params.get("protocol") == "beta" or BETA_SUBPROTOCOL in offered)
-        principal = principal_of(websocket, settings.server.api_key)
-        await serve_session(websocket, settings, responder, transcriber, pool, beta, session_id, principal,
-                            last_event_id)
+        await serve_session(websocket, settings, responder, transcriber, pool, beta, session_id,
+                            None if principal == LOCAL_PRINCIPAL else principal, last_event_id)
 
     async def serve_session(ws: WebSocket, settings: Settings, responder: Responder,
                             transcriber: Transcriber | None, pool: SileroModelPool, beta: bool,

@@ -92,8 +92,9 @@ class RealtimeSession:
         self.cfg = SessionConfig(protocol="beta" if protocol == "beta" else "ga")
         self.client_session_id = session_id
         self.principal = principal
-        """Who connected (a hash of the API key; None: the one local principal). Stored state is keyed by
-        principal and session id, so a session id alone never reaches another principal's session."""
+        """Who connected (the principal of the API key, as on the HTTP routes; None: the one local principal
+        of a server without keys). Stored state is keyed by principal and session id, so a session id alone
+        never reaches another principal's session."""
         self.journal = journal
         self.log: SessionLog | None = None
         self.conversation = ConversationState(media_budget=self._media_budget())

@@ -39,7 +39,7 @@ def common_parser() -> argparse.ArgumentParser:
                      help="model preset when no checkpoint is given (default tiny)")
     add_setting_flag(g, "--model-path", "model.path", metavar="DIR",
                      help="checkpoint folder in Ming's layout (config.json + safetensors)")
-    add_setting_flag(g, "--device", "model.device", help="torch device (default cpu)")
+    add_setting_flag(g, "--device", "model.device", metavar="DEVICE", help="torch device (default cpu)")
     add_setting_flag(g, "--dtype", "model.dtype", choices=["float32", "bfloat16", "float16"],
                      help="weight dtype (default float32)")
     return p

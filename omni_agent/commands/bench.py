@@ -89,8 +89,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     ctx = BenchContext(settings=settings, quick=args.quick, options=options, progress=progress)
     progress(f"started ({'--quick' if args.quick else 'full workload'}; a heartbeat every {HEARTBEAT_S:g} s)")
-    with _heartbeat(progress):
-        result = benches[args.name].fn(ctx)
+    from omni_agent.engine.vllm_server import VllmEnvMissing, VllmStartError
+
+    try:
+        with _heartbeat(progress):
+            result = benches[args.name].fn(ctx)
+    except (VllmEnvMissing, VllmStartError) as e:  # --engine vllm without a usable vLLM: one line, no traceback
+        print(f"omni-agent: error: {e}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - t0
     progress("done")
     _print_table(args.name, result, seconds)

@@ -55,8 +55,8 @@ async def test_sessions_database_uses_it_and_a_restart_reads_the_whole_history(t
     runner = AgentRunner(build_graph(model, [Tool("noop", "n", None, _noop)], saver))
     for n in range(5):
         model._i = 0
-        async for _ in runner.turn("s1", [HumanMessage(f"turn {n}")]):
-            pass
+        events = [ev async for ev in runner.turn("s1", [HumanMessage(f"turn {n}")])]
+        assert events[-1]["text"] == "done"
     assert saver.serde.hits > 0  # later turns reused the encodings of earlier messages
     before = await runner.messages("s1")
     await close_checkpointer(saver)

@@ -43,6 +43,14 @@ def test_a_replaced_message_is_encoded_anew_and_dead_ones_are_dropped():
     assert serde.cached == 0  # entries live only as long as their messages
 
 
+def test_a_message_without_id_is_not_cached():
+    serde, msg = MessageEncodingCache(), HumanMessage("hi")
+    serde.dumps_typed([msg])  # e.g. a pending write, before add_messages names the message
+    msg.id = "m9"  # what add_messages does in place
+    assert serde.cached == 0
+    assert serde.loads_typed(serde.dumps_typed([msg]))[0].id == "m9"
+
+
 async def _noop(args, ctx):
     return "ok"
 

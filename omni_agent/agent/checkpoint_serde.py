@@ -12,7 +12,9 @@ its own encoder), so reading, older databases and LangGraph's own tools are unaf
 The cache is keyed by object identity. That is sound because a message in the graph state is
 never changed in place: LangGraph's ``add_messages`` replaces a message by id with a new object,
 and the in-memory checkpoint cache (:mod:`omni_agent.agent.checkpoint_cache`) already shares these
-objects between runs. Code that must edit a message builds a new one (``model_copy``).
+objects between runs. Code that must edit a message builds a new one (``model_copy``). The one edit
+LangGraph makes in place, giving an id-less message its id, happens before a message has an id, so
+id-less messages are never cached (a pending write may encode one before the reducer names it).
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ class MessageEncodingCache(JsonPlusSerializer):
             del self._encoded[key]
 
     def _default(self, obj: Any) -> Any:
-        if not isinstance(obj, BaseMessage):
-            return _DEFAULT(obj)
+        if not isinstance(obj, BaseMessage) or obj.id is None:
+            return _DEFAULT(obj)  # id-less: add_messages will still assign its id in place
         key = id(obj)
         entry = self._encoded.get(key)
         if entry is not None and entry[0]() is obj:

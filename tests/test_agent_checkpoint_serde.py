@@ -74,3 +74,27 @@ async def test_sessions_database_uses_it_and_a_restart_reads_the_whole_history(t
     finally:
         await close_checkpointer(saver)
     assert len(after) == 5 * 4 and [m.model_dump() for m in after] == [m.model_dump() for m in before]
+
+
+def test_append_messages_returns_what_add_messages_does():
+    from langchain_core.messages import AIMessageChunk, RemoveMessage
+    from langgraph.graph import add_messages
+
+    from omni_agent.agent.state import append_messages
+
+    def base():
+        return _messages()
+
+    updates = [[AIMessage("new", id="m4")],  # the fast path
+               [AIMessage("new", id="m4"), HumanMessage("more", id="m5")],
+               [ToolMessage("replaced", tool_call_id="c1", id="m3")],  # an id already there
+               [RemoveMessage(id="m1")],
+               [AIMessage("a", id="m6"), AIMessage("b", id="m6")],  # an id twice in one update
+               [AIMessageChunk(content="chunk", id="m7")],
+               []]
+    for update in updates:
+        got, want = append_messages(base(), list(update)), add_messages(base(), list(update))
+        assert [(type(m), m.id, m.content) for m in got] == [(type(m), m.id, m.content) for m in want]
+    fresh = HumanMessage("no id")
+    got = append_messages(base(), [fresh])
+    assert got[-1] is fresh and fresh.id and [m.id for m in got[:3]] == ["m1", "m2", "m3"]

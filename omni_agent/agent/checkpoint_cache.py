@@ -17,6 +17,8 @@ from typing import Any
 from langgraph.checkpoint.base import CheckpointTuple, copy_checkpoint, get_checkpoint_id
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from omni_agent.agent.checkpoint_serde import MessageEncodingCache
+
 MAX_SESSIONS = 512
 
 
@@ -26,9 +28,11 @@ def _key(config: dict[str, Any]) -> tuple[str, str]:
 
 
 class CachingSqliteSaver(AsyncSqliteSaver):
-    """``AsyncSqliteSaver`` + an in-memory copy of each session's latest checkpoint."""
+    """``AsyncSqliteSaver`` + an in-memory copy of each session's latest checkpoint; writes encode
+    only the messages that are new (:class:`MessageEncodingCache`, unless ``serde`` is given)."""
 
     def __init__(self, conn: Any, *args: Any, max_sessions: int = MAX_SESSIONS, **kwargs: Any) -> None:
+        kwargs.setdefault("serde", MessageEncodingCache())
         super().__init__(conn, *args, **kwargs)
         self.max_sessions = max_sessions
         self._latest: OrderedDict[tuple[str, str], CheckpointTuple] = OrderedDict()

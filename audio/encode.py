@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from audio.dsp import float_to_int16, float_to_pcm16_bytes
+
 MEDIA_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac",
                "wav": "audio/wav", "pcm": "audio/pcm"}
 _AV = {"mp3": ("mp3", "libmp3lame", {}), "opus": ("ogg", "libopus", {"page_duration": "100000"}),
@@ -21,11 +23,6 @@ _AV = {"mp3": ("mp3", "libmp3lame", {}), "opus": ("ogg", "libopus", {"page_durat
 
 class EncodeError(ValueError):
     """An output format this build cannot write."""
-
-
-def to_s16(pcm: np.ndarray) -> np.ndarray:
-    """float [-1, 1] -> int16 (clipped)."""
-    return (np.clip(np.asarray(pcm, np.float32), -1.0, 1.0) * 32767.0).round().astype("<i2")
 
 
 def wav_header(rate: int, n_samples: int | None) -> bytes:
@@ -83,7 +80,7 @@ class StreamEncoder:
             self._stream.layout = "mono"
 
     def push(self, pcm: np.ndarray) -> bytes:
-        s16 = to_s16(pcm)
+        s16 = float_to_int16(pcm)
         if self.fmt in ("wav", "pcm"):
             head = wav_header(self.rate, None) if self._header else b""
             self._header = False
@@ -116,6 +113,6 @@ class StreamEncoder:
 def encode_all(pcm: np.ndarray, fmt: str, rate: int = 24000) -> bytes:
     """The whole audio in one format (``wav`` with its real sizes)."""
     if fmt == "wav":
-        return wav_header(rate, len(pcm)) + to_s16(pcm).tobytes()
+        return wav_header(rate, len(pcm)) + float_to_pcm16_bytes(pcm)
     enc = StreamEncoder(fmt, rate)
     return enc.push(pcm) + enc.finish()

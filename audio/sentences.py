@@ -151,7 +151,8 @@ class SentenceSplitter:
     def push(self, delta: str) -> list[str]:
         if not isinstance(delta, str):
             raise TypeError(f"text delta must be str, got {type(delta).__name__}")
-        self._raw += delta
+        if self._count == 0:  # only read before the first cut: no copy of the whole turn per delta
+            self._raw += delta
         if self._chars is False and self._count == 0 and _CJK.search(delta):
             raw = self._raw  # Chinese before the first cut: the turn is in character mode after all
             self.reset()

@@ -104,6 +104,7 @@ class StreamingTTS:
         self.random_weights = random_weights
         """True when the talker has seeded random weights (its speech is noise-like babble)."""
         self._voices: dict[str, VoicePrompt] = {}
+        self._codec_takes_voice = "voice" in inspect.signature(codec.stream_decoder).parameters
 
     @classmethod
     def build(cls, settings_or_none: Any = None, *, device: str = "cpu", seed: int = 0) -> StreamingTTS:
@@ -159,7 +160,7 @@ class StreamingTTS:
     def _decoder(self, voice: VoicePrompt) -> Any:
         """A streaming decoder; detokenizers that take a voice prompt (Ming's: prompt tokens, mel,
         speaker vector) get it."""
-        if "voice" in inspect.signature(self.codec.stream_decoder).parameters:
+        if self._codec_takes_voice:
             return self.codec.stream_decoder(voice=voice)
         return self.codec.stream_decoder()
 

@@ -1,5 +1,9 @@
 """Ming's whole speech stack from one release folder: the talker and the detokenizer load together and
-speak, streamed, with the sentence's voice prompt handed to the detokenizer (tiny random weights)."""
+speak, streamed, with the sentence's voice prompt handed to the detokenizer (tiny random weights).
+
+The talker's sampled ids are replaced here (random weights sample text ids, which Ming's BPE decode
+rejects too), so this tests the glue: loading, sentences, the voice prompt, streaming. The talker's own
+prefix, logits and sampling are checked against Ming's code in ``tests/test_ming_talker.py``."""
 
 from __future__ import annotations
 

@@ -120,6 +120,7 @@ class MingDetokenizer(SpeechCodec):
         self.hift = hift.eval().to(self.device, torch.float32)  # torch.stft/istft need fp32; HiFT is small
         self.lookahead = cfg.flow.pre_lookahead_len
         self.voice = VoicePrompt.empty(cfg.flow.spk_embed_dim)
+        self._talker_voices: dict[int, tuple[Any, VoicePrompt]] = {}  # id(talker voice) -> (it, converted)
 
     # -- construction -----------------------------------------------------------------------------
     @staticmethod
@@ -201,7 +202,11 @@ class MingDetokenizer(SpeechCodec):
         ``detokenizer_prompt()`` is what Ming's ``tts_job`` hands the detokenizer (else ``self.voice``)."""
         if voice is None:
             return self.stream()
-        return self.stream(self.make_voice(*voice.detokenizer_prompt()))
+        # A voice prompt is fixed: convert it once, not every sentence. The entry holds the talker's voice
+        # too, so its id is not reused while the entry lives.
+        if id(voice) not in self._talker_voices:
+            self._talker_voices[id(voice)] = (voice, self.make_voice(*voice.detokenizer_prompt()))
+        return self.stream(self._talker_voices[id(voice)][1])
 
     @contextmanager
     def streaming(self) -> Iterator[MingStream]:  # type: ignore[override]

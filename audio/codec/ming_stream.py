@@ -108,7 +108,6 @@ class MingStream:
         self.offset = 0
         self.cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.cancelled = False
-        self.chunks_emitted = 0
         self.generator = torch.Generator(device=dev).manual_seed(self.seed)
 
     @property
@@ -187,7 +186,6 @@ class MingStream:
             if not finalize:
                 self.cache = (mel[:, :, -MEL_CACHE:], src[:, :, -SOURCE_CACHE:], wave[:, -SOURCE_CACHE:])
                 wave = wave[:, :-SOURCE_CACHE]
-        self.chunks_emitted += 1
         return wave[0].float().cpu().numpy()
 
 

@@ -43,7 +43,7 @@ class SpeechPipe:
 
     def feed_hidden(self, states: Any) -> None:
         """Thinker states ``[t, D]`` of the text fed so far (conditions the talker)."""
-        if self._hidden is not None and states is not None:
+        if self._hidden is not None and states is not None and not self.capped:
             self._hidden.put_nowait(states)
 
     async def _text(self) -> AsyncIterator[str]:

@@ -75,7 +75,8 @@ def speech_router(settings: Any, tts: Any) -> APIRouter:
     async def speech(body: SpeechRequest) -> StreamingResponse:
         voice = _check(body)
         try:
-            encoder = StreamEncoder(body.response_format, tts.sample_rate)
+            # opening a codec (mp3: ~0.2 s) and encoding are CPU work: off the event loop, like synthesis
+            encoder = await asyncio.to_thread(StreamEncoder, body.response_format, tts.sample_rate)
         except EncodeError as e:
             raise APIError(400, str(e), param="response_format", code="unsupported_format") from None
         cancel = asyncio.Event()
@@ -100,12 +101,12 @@ async def _bytes(first: Any, chunks: AsyncIterator[Any], encoder: StreamEncoder,
                  cancel: asyncio.Event) -> AsyncIterator[bytes]:
     """Encoded audio as it is synthesised; a disconnect (the generator closed) cancels synthesis."""
     try:
-        yield encoder.push(first.pcm)
+        yield await asyncio.to_thread(encoder.push, first.pcm)
         async for chunk in chunks:
-            out = encoder.push(chunk.pcm)
+            out = await asyncio.to_thread(encoder.push, chunk.pcm)
             if out:
                 yield out
-        yield encoder.finish()
+        yield await asyncio.to_thread(encoder.finish)
     except ValueError as e:  # a failure after the headers went out: the body ends early
         log.warning("speech stream ended early: %s", e)
     finally:

@@ -25,3 +25,15 @@ def test_a_stale_preset_checkpoint_is_rewritten(tmp_path, monkeypatch):
     (path / "config.json").write_text(json.dumps(cfg))
     preset_checkpoint("tiny", 0)
     assert (path / "config.json").read_text() == fresh
+
+
+def test_vllm_backend_refuses_logprobs_instead_of_dropping_them():
+    import pytest
+
+    from omni_agent.engine.request import GenerationRequest, InvalidRequest, SamplingParams
+    from omni_agent.engine.vllm_client import sampling_payload
+
+    req = GenerationRequest(request_id="r", prompt=None, sampling=SamplingParams(logprobs=2))
+    with pytest.raises(InvalidRequest, match="logprobs"):
+        sampling_payload(req, 8, {0})
+    assert sampling_payload(GenerationRequest(request_id="r", prompt=None), 8, {0})

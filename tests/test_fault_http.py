@@ -17,9 +17,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 import uvicorn
-from fastapi import WebSocket
 from fastapi.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
 
 from omni_agent.bench.faults import bomb_png, chunked_post
 from omni_agent.engine import AsyncEngine
@@ -232,20 +230,17 @@ async def _noop() -> None:
 STUB = SimpleNamespace(aclose=_noop)  # routes that never reach the responder (auth, CORS, logs)
 
 
-def test_websocket_connections_run_as_their_principal():
-    from omni_agent.principal import current_principal
+def test_a_wrong_websocket_key_counts_once_toward_the_throttle():
+    """The realtime route authenticates the handshake once: 10 wrong keys are 401s, the 11th is throttled."""
+    from starlette.testclient import WebSocketDenialResponse
 
-    app = create_app(settings(), SimpleNamespace(), responder=STUB)
-    seen: list[str | None] = []
+    from omni_agent.realtime.testing import FakeResponder, make_app
 
-    @app.websocket("/ws")
-    async def ws(websocket: WebSocket):
-        seen.append(current_principal())  # what artifacts, files and sessions made here are owned by
-        await websocket.accept()
-        await websocket.close()
-
-    client = TestClient(app)
-    for kw in ({"headers": auth(ALICE)}, {"subprotocols": ["realtime", "openai-insecure-api-key." + BOB]}, {}):
-        with contextlib.suppress(WebSocketDisconnect), client.websocket_connect("/ws", **kw):
+    client = TestClient(make_app(settings(), FakeResponder()))
+    codes = []
+    for _ in range(11):
+        with pytest.raises(WebSocketDenialResponse) as e, client.websocket_connect("/v1/realtime",
+                                                                                    headers=auth("sk-wrong-key-1")):
             pass
-    assert seen == ["alice", "bob", None]
+        codes.append(e.value.status_code)
+    assert codes == [401] * 10 + [429]  # counted once per attempt (twice would throttle at the 6th)

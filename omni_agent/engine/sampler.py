@@ -24,11 +24,8 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     multiplying by ``1 / penalty`` in float32 keeps a huge logit finite where ``vals / p`` of a
     float32-underflowed ``p`` would be ``inf``. A result that is still not finite raises.
     """
-    p = torch.tensor(penalty, dtype=logits.dtype, device=logits.device)
-    if not (torch.isfinite(p) and p > 0):
-        raise EngineError(f"repetition_penalty {penalty} is not a positive {logits.dtype} number")
     vals = logits[seen]
-    out = torch.where(vals > 0, vals * p.reciprocal(), vals * p)
+    out = torch.where(vals > 0, vals * (1.0 / penalty), vals * penalty)
     if not bool(torch.isfinite(out[vals.isfinite()]).all()):
         raise EngineError(f"repetition_penalty {penalty} overflows the logits")
     logits[seen] = out
@@ -60,7 +57,8 @@ def sample(logits: torch.Tensor, states: Sequence[RequestState]) -> list[int | E
         a penalty that overflows, a sampling error): the caller fails that request only.
     """
     logits = logits.float()
-    broken = (torch.isnan(logits) | torch.isposinf(logits)).any(-1).tolist()  # [B]
+    top = logits.amax(-1)  # [B]: NaN and +inf both show up in a row's max (one reduction, no [B, V] masks)
+    broken = (top.isnan() | top.isposinf()).tolist()
     if not any(broken) and all(s.request.sampling.greedy and s.request.sampling.repetition_penalty == 1.0
                                for s in states):
         return logits.argmax(-1).tolist()  # the common batched greedy case, no per-row work
@@ -112,6 +110,8 @@ def token_logprobs(logits: torch.Tensor, states: Sequence[RequestState], tokens:
         states: the requests, row by row.
         tokens: the sampled token of each row (an exception for a row whose sampling failed: no entry).
     """
+    if all(s.request.sampling.logprobs is None for s in states):
+        return [None] * len(states)  # the usual step: nobody asked
     out: list[TokenLogprob | None] = []
     for row, s, tok in zip(logits, states, tokens, strict=True):
         k = s.request.sampling.logprobs

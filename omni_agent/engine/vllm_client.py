@@ -34,6 +34,7 @@ from omni_agent.engine.request import (
     EngineError,
     GenerationOutput,
     GenerationRequest,
+    InvalidRequest,
     RequestState,
 )
 
@@ -78,6 +79,8 @@ def encode_prompt(prompt: Any) -> dict[str, Any]:
 
 def sampling_payload(request: GenerationRequest, max_tokens: int, eos_ids: set[int]) -> dict[str, Any]:
     sp = request.sampling
+    if sp.logprobs is not None:  # refused, not silently dropped: the plugin's server returns token ids only
+        raise InvalidRequest("logprobs are not available with --engine vllm (the embedded engine has them)")
     return {"temperature": sp.temperature, "top_p": sp.top_p, "top_k": sp.top_k or -1,
             "repetition_penalty": sp.repetition_penalty, "max_tokens": max_tokens, "seed": sp.seed,
             "stop_token_ids": sorted(set(sp.stop_token_ids) | eos_ids), "json_schema": sp.json_schema}

@@ -189,7 +189,7 @@ class Journal:
 
 _ITEM_EVENTS = ("conversation.item.added", "conversation.item.done", "conversation.item.truncated",
                 "response.content_part.added",
-                "conversation.item.input_audio_transcription.completed", "response.output_item.done")
+                "conversation.item.input_audio_transcription.completed")  # output items: at conversation.item.done
 
 
 class SessionLog:

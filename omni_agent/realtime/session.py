@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from audio.vad import FRAME_SAMPLES, SileroModelPool, StreamingVAD, VadEvent, VadParams
+from omni_agent.principal import LOCAL_PRINCIPAL, scoped_session_id
 from omni_agent.realtime import events as ev
 from omni_agent.realtime import metrics
 from omni_agent.realtime import response as response_mod
@@ -121,9 +122,9 @@ class RealtimeSession:
     def session_id(self) -> str:
         """The id responses are stored under: the client's stable id (within its principal), else the
         server's session id."""
-        if self.client_session_id and self.principal:
-            return f"{self.principal}:{self.client_session_id}"
-        return self.client_session_id or self.cfg.id
+        if self.client_session_id:  # the same thread id as the HTTP routes give this principal's id
+            return scoped_session_id(self.principal or LOCAL_PRINCIPAL, self.client_session_id)
+        return self.cfg.id
 
     def _media_budget(self) -> int:
         """Tokens one video may take: the context length (of the responder's engine) minus room for the turn."""

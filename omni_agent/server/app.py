@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omni_agent.engine.request import EngineError, GenerationOutput, GenerationRequest
-from omni_agent.server.auth import WebsocketPrincipal, auth_dependency, install_log_redaction
+from omni_agent.server.auth import auth_dependency, install_log_redaction
 from omni_agent.server.chat import agent_chat, check_request, model_not_found, served_models
 from omni_agent.server.convert import (
     FileResolver,
@@ -107,7 +107,6 @@ def create_app(settings: Any, engine: Any, *, extra_routers: Sequence[APIRouter]
                            allow_headers=["*"])
     app.add_middleware(BodySizeLimit, max_bytes=srv.max_request_bytes,
                        per_path={"/v1/files": srv.max_upload_bytes})
-    app.add_middleware(WebsocketPrincipal, settings=settings)  # realtime: owner of what a connection makes
     install_log_redaction()
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)

@@ -129,31 +129,6 @@ def principal_of(conn: HTTPConnection, settings: Any = None) -> str:
     return principal
 
 
-class WebsocketPrincipal:
-    """ASGI middleware: a websocket handshake that carries a valid key runs as that key's principal.
-
-    Sets ``scope["state"]["principal"]`` (what :func:`principal_of` caches) and the current principal
-    before the route runs, so everything the connection creates (artifacts, files, sessions) is
-    owned. A missing or wrong key is left to the route, which refuses the handshake itself.
-    """
-
-    def __init__(self, app: Any, settings: Any):
-        self.app, self.settings = app, settings
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
-            conn = HTTPConnection(scope)
-            client = conn.client.host if conn.client is not None else "unknown"
-            try:
-                principal = authenticator_for(self.settings).principal(bearer_token(conn), client)
-            except APIError:
-                pass
-            else:
-                scope.setdefault("state", {})["principal"] = principal
-                set_principal(principal)
-        await self.app(scope, receive, send)
-
-
 def auth_dependency(settings: Any) -> Callable[..., Any]:
     """A FastAPI dependency that authenticates every request of a router (async: the principal it
     sets stays visible to the route, which runs in the same task)."""

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from audio.bpe import CodeBPE
 from audio.codec import SpeechCodec, load_codec
 from audio.dsp import StreamingResampler
-from audio.sentences import SentenceSplitter, count_units
+from audio.sentences import _CJK, SentenceSplitter, count_units
 from audio.talker import MAX_STEPS, Talker, TalkerError
 from audio.talker_decode import torch_threads
 from audio.voices import VoicePrompt, load_voice
@@ -37,7 +36,6 @@ log = logging.getLogger(__name__)
 OUTPUT_RATE = 24000  # the realtime protocol's pcm16 rate; Ming's detokenizer rate
 TOKENS_PER_UNIT = 8  # random-weight talker only: cap on steps per unit (a word or CJK char is ~7 tokens)
 MIN_TOKEN_CAP = 12  # ... plus this, so short pieces still get room past the <audio_eos> suppression
-_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 @dataclass

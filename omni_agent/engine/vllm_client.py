@@ -161,8 +161,10 @@ class VllmEngine:
         if self._client is None:
             await self.start()
         max_tokens = check_request(request, self.max_model_len, self.max_model_len)
-        body = {"request_id": request.request_id, **encode_prompt(request.prompt),
-                "sampling": sampling_payload(request, max_tokens, self.eos_ids)}
+        sampling = sampling_payload(request, max_tokens, self.eos_ids)
+        # media tensors -> torch.save -> base64 is CPU work (megabytes for a video): off the event loop
+        body = {"request_id": request.request_id, **await asyncio.to_thread(encode_prompt, request.prompt),
+                "sampling": sampling}
         if request.return_hidden and not self._warned_hidden:
             log.warning("vLLM returns no hidden states on generation: the talker speaks from text (Ming 1.5's default)")
             self._warned_hidden = True

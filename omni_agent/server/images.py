@@ -172,16 +172,20 @@ async def _run(tools: Any, req: ImageRequest, image: bytes | None, request: Requ
         raise APIError(500, f"the image head did not load: {e}", type="server_error") from None
     except GenerationCancelled as e:
         raise APIError(500, str(e), type="server_error") from None
-    data = []
-    for img in out.images:
-        if req.response_format == "b64_json":
-            buf = io.BytesIO()
-            img.save(buf, format="PNG")
-            data.append({"b64_json": base64.b64encode(buf.getvalue()).decode("ascii")})
-        else:
-            if tools.artifacts is None:
-                raise APIError(400, "response_format 'url' needs the artifact store; use 'b64_json'",
-                               param="response_format")
-            ref = tools.artifacts.put_image(img, meta={"prompt": req.prompt, "seed": seed})
-            data.append({"url": str(request.base_url).rstrip("/") + f"/v1/artifacts/{ref.id}"})
+    if req.response_format == "url" and tools.artifacts is None:
+        raise APIError(400, "response_format 'url' needs the artifact store; use 'b64_json'", param="response_format")
+
+    def encode() -> list[dict[str, str]]:  # PNG encoding and the artifact write are CPU and disk work
+        data = []
+        for img in out.images:
+            if req.response_format == "b64_json":
+                buf = io.BytesIO()
+                img.save(buf, format="PNG")
+                data.append({"b64_json": base64.b64encode(buf.getvalue()).decode("ascii")})
+            else:
+                ref = tools.artifacts.put_image(img, meta={"prompt": req.prompt, "seed": seed})
+                data.append({"url": str(request.base_url).rstrip("/") + f"/v1/artifacts/{ref.id}"})
+        return data
+
+    data = await asyncio.to_thread(encode)  # the principal (a context variable) goes with it: artifacts owned
     return {"created": int(time.time()), "data": data, "size": f"{out.width}x{out.height}", "output_format": "png"}

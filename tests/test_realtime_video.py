@@ -203,7 +203,8 @@ async def test_session_id_from_query_or_session_update() -> None:
         await c2.close()
         with pytest.raises(Exception):  # noqa: B017, PT011 - refused before accept (HTTP 400)
             await RealtimeClient.connect(srv.url + "?session_id=" + "x" * 200)
-    assert [o.session_id for _, o in responder.calls] == ["abc", "user-7:chat", created["session"]["id"]]
+    # a client's id is scoped to its principal as on the HTTP routes (no keys: the one principal "local")
+    assert [o.session_id for _, o in responder.calls] == ["local/abc", "local/user-7:chat", created["session"]["id"]]
 
 
 async def test_reconnect_with_the_same_session_id_resumes_the_history(tmp_path) -> None:  # noqa: ANN001
@@ -230,8 +231,8 @@ async def test_reconnect_with_the_same_session_id_resumes_the_history(tmp_path) 
     engine = AsyncEngine.from_settings(settings)
     reader = await AgentResponder.from_settings(settings, engine, image_tools=False)
     try:
-        values, _ = await reader.runner.snapshot("abc")
-        other, _ = await reader.runner.snapshot("other")
+        values, _ = await reader.runner.snapshot("local/abc")  # scoped to the principal, as over HTTP
+        other, _ = await reader.runner.snapshot("local/other")
     finally:
         await reader.aclose()
     users = [m.content for m in values["messages"] if m.type == "human"]
